@@ -1,0 +1,290 @@
+/*
+ * limaml.h: the whole public API of liblimaml, grouped by subsystem.
+ *
+ * limaml personalizes click-through-rate models by meta-learning (LiMAML, KDD 2024): a small
+ * meta block maps a task's features to a meta embedding that is adapted per task offline and
+ * served from a feature store, while the global block scores candidates online.
+ *
+ * A worked example: turn a CSV log into a dataset and walk its tasks.
+ *
+ *     lm_err err = {0};
+ *     lm_schema *schema = NULL;
+ *     if (lm_schema_load(&schema, "log.csv.schema.json", &err) != LM_OK) die(err.msg);
+ *     lm_prepare_opts o;
+ *     lm_prepare_opts_default(&o);
+ *     const char *inputs[] = {"log.csv"};
+ *     lm_prepare_summary sum;
+ *     if (lm_prepare(schema, inputs, 1, "out", &o, &sum, &err) != LM_OK) die(err.msg);
+ *     lm_dataset *ds = NULL;
+ *     if (lm_dataset_open(&ds, "out", LM_DATASET_VERIFY, &err) != LM_OK) die(err.msg);
+ *     for (uint64_t t = 0; t < lm_dataset_ntasks(ds); t++) {
+ *         const lm_task *task = lm_dataset_task(ds, t);
+ *         ... lm_dataset_row(ds, task->first + i) ...
+ *     }
+ *     lm_dataset_close(ds);
+ *     lm_schema_free(schema);
+ *
+ * Conventions (see README "Source layout"):
+ * - Functions return LM_OK (0) or a negative LM_E... code; results come back through
+ *   out-parameters, listed last. Library code never prints or exits: it fills an lm_err with
+ *   a message naming the file, line and column (or the field) where the input was wrong.
+ * - `_free(NULL)` and `_close(NULL)` do nothing.
+ */
+#ifndef LIMAML_H
+#define LIMAML_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LM_VERSION_STRING "0.1.0"
+
+/* ============================================================================================
+ * core: status codes and error messages
+ * ========================================================================================== */
+
+enum {
+    LM_OK = 0,
+    LM_EINVAL = -1,    /* bad argument or bad input data */
+    LM_ENOMEM = -2,    /* allocation failed */
+    LM_EIO = -3,       /* read, write, fsync or rename failed (errno in the message) */
+    LM_EFORMAT = -4,   /* a file is not in the expected format, or is corrupt */
+    LM_EVERSION = -5,  /* a file has a version this build does not read */
+    LM_ENOTFOUND = -6, /* a key, column or file that must exist does not */
+    LM_EEXIST = -7,    /* the output exists and replacing it was not asked for */
+    LM_ELIMIT = -8,    /* a configured limit was exceeded (e.g. too many bad rows) */
+    LM_EMISMATCH = -9, /* two files that must agree (schema, shapes) do not */
+};
+
+#define LM_ERR_MSG_MAX 1024
+
+/* An error report. Zero-initialize it; functions fill it on failure. */
+typedef struct lm_err {
+    int code;                  /* the LM_E... code also returned */
+    char msg[LM_ERR_MSG_MAX];  /* "FILE:LINE:COLUMN: what is wrong" or "field: what is wrong" */
+} lm_err;
+
+/* A static string naming `code`. */
+const char *lm_strerror(int code);
+
+/* ============================================================================================
+ * data: schemas
+ * ========================================================================================== */
+
+/* A categorical column: ids below `buckets` are kept, others (and non-numeric ids) are hashed
+ * into [0, buckets). `dim` is the embedding width a model gives it. */
+typedef struct lm_cat_spec {
+    char *column;
+    uint32_t buckets;
+    uint32_t dim;
+} lm_cat_spec;
+
+/* A feature table joined to the interactions by a key column ("join" in the schema). */
+typedef struct lm_join_spec {
+    char *file;      /* resolved against the schema file's folder when relative */
+    char *on;        /* the key column, present in the log and in the table */
+    char delimiter;  /* defaults to the schema's */
+    int header;      /* 1 when the first line names the columns */
+    char **columns;  /* names when there is no header line */
+    size_t ncolumns;
+} lm_join_spec;
+
+enum { LM_LABEL_BINARY = 0, LM_LABEL_REGRESSION = 1 };
+
+/* The description of an interaction log: which columns make the task key, the time, the label,
+ * and the features of the meta and global blocks. Owned by the caller; lm_schema_free. */
+typedef struct lm_schema {
+    char *path;       /* the file it came from, or NULL */
+    char delimiter;   /* ',' or '\t' or any single byte */
+    int header;       /* 1: the first line names the columns */
+    char **columns;   /* column names when header is 0 */
+    size_t ncolumns;
+    char **task;      /* task key columns, >= 1; their combination is the task */
+    size_t ntask;
+    char *time;       /* numeric time column, seconds */
+    char *label;      /* label column */
+    int label_type;   /* LM_LABEL_BINARY or LM_LABEL_REGRESSION */
+    int label_has_threshold; /* binary label = (value >= label_threshold) */
+    double label_threshold;
+    char **meta;      /* meta-block features (also fed to the global block) */
+    size_t nmeta;
+    char **dense;     /* global-block dense features */
+    size_t ndense;
+    lm_cat_spec *cat; /* global-block categorical features */
+    size_t ncat;
+    char *split;      /* optional column with values train, val, test */
+    char *tiebreak;   /* optional numeric column ordering examples with equal times */
+    lm_join_spec *join;
+    size_t njoin;
+    char *json;       /* the schema as canonical JSON text (stored in datasets and models) */
+} lm_schema;
+
+/* Parse a schema from JSON text; `path` names it in errors and resolves join files. */
+int lm_schema_parse(lm_schema **out, const char *json, size_t len, const char *path, lm_err *err);
+/* Read and parse a schema file. */
+int lm_schema_load(lm_schema **out, const char *path, lm_err *err);
+void lm_schema_free(lm_schema *s);
+
+/* ============================================================================================
+ * data: prepare (log -> dataset) and the dataset file
+ * ========================================================================================== */
+
+/* Split codes stored per example. Support and query are the two parts of a warm task's train
+ * part; plain training uses both. */
+enum {
+    LM_SPLIT_SUPPORT = 0,
+    LM_SPLIT_QUERY = 1,
+    LM_SPLIT_VAL = 2,
+    LM_SPLIT_TEST = 3,
+    LM_SPLIT_COUNT = 4,
+};
+const char *lm_split_name(int split);
+
+/* How new (cold) tasks are chosen: they never appear in training. */
+enum {
+    LM_NEWRULE_NONE = 0,   /* no new tasks */
+    LM_NEWRULE_MOD = 1,    /* the first task column, read as an integer, is 0 modulo `mod` */
+    LM_NEWRULE_HASH = 2,   /* a hash of the task key falls below `frac` */
+};
+
+typedef struct lm_prepare_opts {
+    uint32_t max_per_task;   /* keep at most this many most recent examples per task; 0: all */
+    double window_days;      /* keep only examples within this many days of the newest; 0: all */
+    double train_frac;       /* warm task: first floor(train_frac m) examples are train */
+    double val_frac;         /* next floor(val_frac m) are validation, the rest test */
+    double new_val_frac;     /* new task: first floor(new_val_frac m) validation, rest test */
+    double support_frac;     /* train part: first ceil(support_frac t) support, rest query */
+    int new_rule;            /* LM_NEWRULE_... */
+    uint64_t new_mod;        /* for LM_NEWRULE_MOD */
+    double new_frac;         /* for LM_NEWRULE_HASH */
+    uint64_t skip_bad_rows;  /* tolerate up to this many bad rows (reported); 0: none */
+    int missing_features_zero; /* a key missing from a join table: zeros (counted), not error */
+    size_t mem_bytes;        /* memory for sorting before spilling runs to disk */
+    const char *tmp_dir;     /* where sort runs go; NULL: beside the output */
+    int force;               /* replace an existing output folder */
+} lm_prepare_opts;
+
+void lm_prepare_opts_default(lm_prepare_opts *o);
+
+#define LM_BAD_ROWS_KEPT 20 /* bad-row messages kept in a summary */
+
+typedef struct lm_prepare_summary {
+    uint64_t rows_read;      /* data rows in the inputs (not counting headers) */
+    uint64_t rows_bad;       /* rows skipped as bad (with skip_bad_rows) */
+    uint64_t rows_dropped;   /* dropped by max_per_task or the window */
+    uint64_t rows_kept;      /* examples in the dataset */
+    uint64_t tasks;          /* tasks in the dataset */
+    uint64_t tasks_new;      /* of which new (never in training) */
+    uint64_t split_rows[LM_SPLIT_COUNT];
+    uint64_t missing_keys;   /* join lookups that found no row and were zero-filled */
+    uint64_t runs;           /* sort runs spilled to disk */
+    double seconds;
+    size_t peak_buffer_bytes; /* the sort buffer's high-water mark */
+    char bad_rows[LM_BAD_ROWS_KEPT][256]; /* the first bad-row messages */
+} lm_prepare_summary;
+
+/* Stream `inputs` (CSV/TSV logs described by `schema`), group them by task, sort each task by
+ * time, assign splits and write a dataset folder `out_dir` (built under a temporary name and
+ * renamed into place: on failure nothing is left at `out_dir`). Memory stays within about
+ * o->mem_bytes plus the join tables, whatever the input size. */
+int lm_prepare(const lm_schema *schema, const char *const *inputs, size_t ninputs,
+               const char *out_dir, const lm_prepare_opts *o, lm_prepare_summary *sum,
+               lm_err *err);
+
+/* A task: its examples are rows [first, first + n) of the dataset, sorted by time. Because
+ * splits follow time, its support, query, validation and test rows are consecutive runs of
+ * that range in this order, of lengths nsplit[LM_SPLIT_...] (a split column in the input may
+ * interleave them; then `contiguous` is 0 and each row's split must be read). */
+typedef struct lm_task {
+    uint64_t key_off;        /* offset of the key in the string pool */
+    uint32_t key_len;
+    uint32_t is_new;         /* 1: a new task, held out of training */
+    uint64_t first;
+    uint32_t n;
+    uint32_t contiguous;
+    uint32_t nsplit[LM_SPLIT_COUNT];
+} lm_task;
+
+/* One example as stored. Floats are the meta features then the dense features. */
+typedef struct lm_row_view {
+    double time;
+    float label;
+    int split;
+    const float *meta;       /* nmeta floats */
+    const float *dense;      /* ndense floats */
+    const uint32_t *cat;     /* ncat ids, each < its buckets */
+} lm_row_view;
+
+typedef struct lm_dataset lm_dataset;
+
+enum { LM_DATASET_VERIFY = 1 }; /* check the body checksum on open (one pass over the file) */
+
+/* Memory-map a dataset folder written by lm_prepare. The handle may be shared by threads. */
+int lm_dataset_open(lm_dataset **out, const char *dir, int flags, lm_err *err);
+void lm_dataset_close(lm_dataset *ds);
+
+uint64_t lm_dataset_ntasks(const lm_dataset *ds);
+uint64_t lm_dataset_nrows(const lm_dataset *ds);
+uint32_t lm_dataset_nmeta(const lm_dataset *ds);
+uint32_t lm_dataset_ndense(const lm_dataset *ds);
+uint32_t lm_dataset_ncat(const lm_dataset *ds);
+/* The schema the dataset was made with (owned by the dataset). */
+const lm_schema *lm_dataset_schema(const lm_dataset *ds);
+/* Task `t` < ntasks; valid while the dataset is open. */
+const lm_task *lm_dataset_task(const lm_dataset *ds, uint64_t t);
+/* The task's key: its key columns' values joined by LM_KEY_SEP, not NUL-terminated. */
+const char *lm_dataset_task_key(const lm_dataset *ds, const lm_task *task, size_t *len);
+/* Row `i` < nrows; the pointers stay valid while the dataset is open. */
+lm_row_view lm_dataset_row(const lm_dataset *ds, uint64_t i);
+/* Bytes between consecutive rows: row i's floats start lm_dataset_row_stride(ds) * i bytes
+ * after row 0's. */
+size_t lm_dataset_row_stride(const lm_dataset *ds);
+/* JSON with the options and summary of the prepare run that made the dataset. */
+const char *lm_dataset_info_json(const lm_dataset *ds, size_t *len);
+
+#define LM_KEY_SEP '\x1f' /* separates the columns of a composite task key */
+
+/* ============================================================================================
+ * data: public datasets and the synthetic generator
+ * ========================================================================================== */
+
+/* Task definitions for MovieLens: per user, or per (user, the item's first genre). */
+enum { LM_ML_TASK_USER = 0, LM_ML_TASK_USER_GENRE = 1 };
+
+/* Build the dataset of PROTOCOL.md from the MovieLens-100K folder `ml_dir` (u.data, u.user,
+ * u.item, u.occupation) into `out_dir`, through lm_prepare and its join machinery. The
+ * normalized feature tables and the schema are written into out_dir too. `o` may be NULL
+ * for the protocol's defaults (new users: user_id % 5 == 0). */
+int lm_prepare_movielens(const char *ml_dir, const char *out_dir, int task_def,
+                         const lm_prepare_opts *o, lm_prepare_summary *sum, lm_err *err);
+
+typedef struct lm_synth_opts {
+    uint64_t tasks;          /* task population */
+    uint64_t seed;
+    double mean_examples;    /* mean examples per task (heavy-tailed) */
+    uint32_t max_examples;   /* cap per task */
+    uint32_t items;          /* item vocabulary */
+    double days;             /* time horizon */
+    double new_frac;         /* tasks born in the last 10% of the horizon */
+} lm_synth_opts;
+
+void lm_synth_opts_default(lm_synth_opts *o);
+
+typedef struct lm_synth_summary {
+    uint64_t rows;
+    uint64_t tasks;          /* tasks with at least one example */
+    uint64_t positives;
+} lm_synth_summary;
+
+/* Write a synthetic interaction log to `path` (CSV) and its schema to `path`.schema.json,
+ * both atomically. Memory does not grow with the number of tasks. */
+int lm_synth(const char *path, const lm_synth_opts *o, lm_synth_summary *sum, lm_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LIMAML_H */
