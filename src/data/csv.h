@@ -31,6 +31,34 @@ enum { LM_NUM_OK = 0, LM_NUM_EMPTY = 1, LM_NUM_BAD = 2, LM_NUM_NONFINITE = 3 };
 /* Parse a decimal number (optional sign, digits, fraction, exponent; surrounding spaces
  * allowed). NaN, Inf and out-of-range values are refused. The result equals strtod's. */
 int lm_parse_f64(const char *p, size_t len, double *out);
+/* The common case inline: [-]digits[.digits], at most 15 significant digits, nothing else.
+ * Returns 0 when it does not apply, so the caller falls back to lm_parse_f64. */
+static inline int lm_parse_f64_fast(const char *p, size_t len, double *out)
+{
+    static const double inv_exact[16] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                         1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    const char *e = p + len;
+    int neg = 0;
+    if (p < e && *p == '-') neg = 1, p++;
+    if (p == e || e - p > 16) return 0;
+    uint64_t m = 0;
+    const char *dot = NULL;
+    for (const char *c = p; c < e; c++) {
+        unsigned d = (unsigned)(*c - '0');
+        if (d < 10) m = m * 10 + d;
+        else if (*c == '.' && !dot) dot = c;
+        else return 0;
+    }
+    if (dot == p && e - p == 1) return 0; /* "." alone */
+    int frac = dot ? (int)(e - dot - 1) : 0;
+    /* at most 16 characters, so at most 15 digits when there is a dot: m < 2^53 */
+    if (!dot && e - p > 15) return 0;
+    double v = (double)m;
+    if (frac) v /= inv_exact[frac];
+    *out = neg ? -v : v;
+    return 1;
+}
+
 /* A message for a LM_NUM_* result: "empty value", "not a number", "NaN or infinite". */
 const char *lm_num_what(int r);
 

@@ -266,11 +266,12 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
     }
     if (klen > 4096) return bad_row(p, file, line, p->task_col[0] + 1, "task key longer than 4096 bytes");
     double tm, lab, tie = 0;
-    int r = lm_parse_f64(f[p->time_col].p, f[p->time_col].len, &tm);
+    int r = lm_parse_f64_fast(f[p->time_col].p, f[p->time_col].len, &tm)
+                ? LM_NUM_OK : lm_parse_f64(f[p->time_col].p, f[p->time_col].len, &tm);
     if (r) return bad_row(p, file, line, p->time_col + 1, "column '%s' (time): %s: \"%.*s\"", s->time,
                           lm_num_what(r), (int)LM_MIN(f[p->time_col].len, 40u), f[p->time_col].p);
     const lm_field *lf = &f[p->label_col];
-    r = lm_parse_f64(lf->p, lf->len, &lab);
+    r = lm_parse_f64_fast(lf->p, lf->len, &lab) ? LM_NUM_OK : lm_parse_f64(lf->p, lf->len, &lab);
     if (r == LM_NUM_EMPTY) return bad_row(p, file, line, p->label_col + 1, "column '%s': missing label", s->label);
     if (r) return bad_row(p, file, line, p->label_col + 1, "column '%s' (label): %s: \"%.*s\"", s->label,
                           lm_num_what(r), (int)LM_MIN(lf->len, 40u), lf->p);
@@ -329,7 +330,7 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
         const lm_field *v = &f[p->feat_col[i]];
         if (i < p->nf) {
             double d;
-            r = lm_parse_f64(v->p, v->len, &d);
+            r = lm_parse_f64_fast(v->p, v->len, &d) ? LM_NUM_OK : lm_parse_f64(v->p, v->len, &d);
             float x = (float)d;
             if (!r && !isfinite(x)) r = LM_NUM_NONFINITE;
             if (r) return bad_row(p, file, line, p->feat_col[i] + 1, "column '%s': %s: \"%.*s\"", feat_name(s, i),
