@@ -78,7 +78,7 @@ int cmd_prepare(int argc, char **argv)
     size_t mem;
     int force;
     cli_opt opts[] = {
-        {"schema", CLI_STR, &schema_path, "S", NULL, 0, "JSON schema of the logs (not with movielens)"},
+        {"schema", CLI_STR, &schema_path, "S", NULL, 0, "JSON schema of the logs (required, except with movielens)"},
         {"in", CLI_LIST, &in, "FILE...", NULL, 1, "input logs (movielens: the ml-100k folder)"},
         {"out", CLI_STR, &out, "DIR", NULL, 1, "output dataset folder"},
         {"task", CLI_STR, &task, "DEF", "user", 0, "movielens only: task = user or user,genre"},
@@ -119,6 +119,21 @@ int cmd_prepare(int argc, char **argv)
     if (movielens) {
         o.new_rule = LM_NEWRULE_MOD;
         o.new_mod = 5;
+    }
+    const double fr[] = {train, val, new_val, support};
+    const char *frn[] = {"train", "val", "new-val", "support"};
+    for (int i = 0; i < 4; i++)
+        if (!(fr[i] >= 0 && fr[i] <= 1)) {
+            cli_usage_error(&cmd, "--%s must be in [0, 1], not %g", frn[i], fr[i]);
+            goto done;
+        }
+    if (train + val > 1 + 1e-12) {
+        cli_usage_error(&cmd, "--train plus --val must not exceed 1");
+        goto done;
+    }
+    if (!(window >= 0)) {
+        cli_usage_error(&cmd, "--window-days must be >= 0");
+        goto done;
     }
     if (!strcmp(missing, "zero")) o.missing_features_zero = 1;
     else if (strcmp(missing, "error") != 0) {

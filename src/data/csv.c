@@ -98,57 +98,86 @@ static int fill(lm_csv *r, lm_err *err)
     }
 }
 
-/* Split a quoted record starting at buf[beg]; unescapes in place. Returns bytes used (the
- * record including its newline) or 0 when the record is not complete in the buffer. */
-static size_t split_quoted(lm_csv *r, lm_field *f, size_t max, size_t *n, uint64_t *lines, int final)
+/* Find the end of a record that holds quotes, starting at s, without changing anything:
+ * returns its length including the newline (or up to e at the end of the input), or 0 when
+ * the buffer ends inside the record and more bytes may come (`final` 0) or the input ends
+ * inside a quoted field (`final` 1). *lines counts the newlines inside quoted fields. */
+static size_t quoted_record_len(const char *s, const char *e, char delim, int final, uint64_t *lines)
 {
-    char *s = r->buf + r->beg, *e = r->buf + r->end;
+    const char *p = s;
+    *lines = 0;
+    int at_field_start = 1;
+    while (p < e) {
+        if (at_field_start && *p == '"') {
+            p++;
+            for (;;) {
+                if (p >= e) return 0;
+                if (*p == '"') {
+                    if (p + 1 < e && p[1] == '"') {
+                        p += 2;
+                        continue;
+                    }
+                    if (p + 1 >= e && !final) return 0; /* a doubled quote may follow */
+                    p++;
+                    break;
+                }
+                if (*p == '\n') (*lines)++;
+                p++;
+            }
+            at_field_start = 0;
+            continue;
+        }
+        if (*p == '\n') return (size_t)(p + 1 - s);
+        at_field_start = *p == delim;
+        p++;
+    }
+    return final ? (size_t)(e - s) : 0;
+}
+
+/* Split the complete record s[0..len) into fields, unescaping quoted fields in place. A field
+ * with text after its closing quote gets len (uint32_t)-1. */
+static void split_quoted(char *s, size_t len, char delim, lm_field *f, size_t max, size_t *n)
+{
+    char *e = s + len;
+    if (e > s && e[-1] == '\n') e--;
     char *p = s;
     size_t k = 0;
-    *lines = 0;
     for (;;) {
-        char *w = p, *start = p;
+        char *start = p, *w = p;
+        int bad = 0;
         if (p < e && *p == '"') {
             p++;
             for (;;) {
-                if (p >= e) return 0; /* unterminated here: need more bytes */
                 if (*p == '"') {
                     if (p + 1 < e && p[1] == '"') {
                         *w++ = '"';
                         p += 2;
                         continue;
                     }
-                    if (p + 1 >= e && !final) return 0;
                     p++;
                     break;
                 }
-                if (*p == '\n') (*lines)++;
                 *w++ = *p++;
             }
-            /* after the closing quote: delimiter, end of line or end of input */
+            if (p < e && *p == '\r' && p + 1 == e) p++;
+            if (p < e && *p != delim) {
+                bad = 1;
+                while (p < e && *p != delim) p++;
+            }
         } else {
-            while (p < e && *p != r->delim && *p != '\n') w = ++p;
-            if (p >= e && !final) return 0;
+            while (p < e && *p != delim) p++;
+            w = p;
+            if (p == e && w > start && w[-1] == '\r') w--;
         }
-        size_t len = (size_t)(w - start);
-        if (*start != '"' && len && start[len - 1] == '\r' && (p >= e || *p == '\n')) len--;
-        if (k < max) f[k] = (lm_field){start, (uint32_t)len};
+        if (k < max) f[k] = (lm_field){start, bad ? (uint32_t)-1 : (uint32_t)(w - start)};
         k++;
-        if (p < e && *p == r->delim) {
+        if (p < e && *p == delim) {
             p++;
             continue;
         }
-        if (p < e && *p == '\r') p++;
-        if (p < e && *p != '\n') {
-            /* text after a closing quote: keep it visible as a malformed field */
-            if (k <= max) f[k - 1].len = (uint32_t)-1;
-            while (p < e && *p != '\n') p++;
-        }
-        if (p < e) p++; /* the newline */
-        else if (!final) return 0;
-        *n = k;
-        return (size_t)(p - s);
+        break;
     }
+    *n = k;
 }
 
 int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
@@ -173,7 +202,7 @@ int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
         }
         if (memchr(s, '"', linelen)) {
             uint64_t lines;
-            size_t used = split_quoted(r, f, max, n, &lines, r->eof);
+            size_t used = quoted_record_len(s, r->buf + r->end, r->delim, r->eof, &lines);
             if (!used) {
                 if (r->eof)
                     return lm_err_set(err, LM_EINVAL, "%s:%llu: unterminated quoted field", r->path,
@@ -182,6 +211,7 @@ int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
                 if (rc < 0) return rc;
                 continue;
             }
+            split_quoted(s, used, r->delim, f, max, n);
             r->rec_line = r->line;
             r->line += lines + 1;
             r->beg += used;

@@ -210,7 +210,7 @@ static int map_columns(prep *p, const char *file, lm_csv *r, lm_field *f, int fi
     p->split_col = p->tie_col = UINT32_MAX;
     if (s->split) NEED(p->split_col, s->split, "split");
     if (s->tiebreak) NEED(p->tie_col, s->tiebreak, "tiebreak");
-    for (size_t j = 0; j < p->njt; j++) NEED(p->join_col[j], s->join[j].on, "join key");
+    for (size_t j = 0; j < s->njoin; j++) NEED(p->join_col[j], s->join[j].on, "join key");
 #undef NEED
     uint32_t nfeat = p->nf + p->nc;
     if (first_file) {
@@ -275,6 +275,9 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
     if (r == LM_NUM_EMPTY) return bad_row(p, file, line, p->label_col + 1, "column '%s': missing label", s->label);
     if (r) return bad_row(p, file, line, p->label_col + 1, "column '%s' (label): %s: \"%.*s\"", s->label,
                           lm_num_what(r), (int)LM_MIN(lf->len, 40u), lf->p);
+    if (!isfinite((float)lab))
+        return bad_row(p, file, line, p->label_col + 1, "column '%s' (label): %s: \"%.*s\"", s->label,
+                       lm_num_what(LM_NUM_NONFINITE), (int)LM_MIN(lf->len, 40u), lf->p);
     if (s->label_type == LM_LABEL_BINARY) {
         if (s->label_has_threshold) lab = lab >= s->label_threshold ? 1.0 : 0.0;
         else if (lab != 0.0 && lab != 1.0)

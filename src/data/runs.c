@@ -91,7 +91,14 @@ int lm_sorter_new(lm_sorter **out, size_t mem_bytes, const char *tmp_dir, lm_err
     lm_sorter *s = calloc(1, sizeof *s);
     if (!s) return lm_err_set(err, LM_ENOMEM, "out of memory");
     s->mem = mem_bytes;
-    s->tmp_dir = lm_strdup(tmp_dir);
+    /* A private folder for the runs, so prepares sharing --tmp-dir never meet. */
+    s->tmp_dir = lm_path_join(tmp_dir, "lmsort.XXXXXX");
+    if (s->tmp_dir && !mkdtemp(s->tmp_dir)) {
+        int rc = lm_err_errno(err, LM_EIO, "%s: cannot create a folder for sort runs", tmp_dir);
+        free(s->tmp_dir);
+        free(s);
+        return rc;
+    }
     /* Records take about 3/5 of the budget, the index and its scratch copy the rest. */
     s->buf_cap = mem_bytes / 5 * 3;
     s->buf = alloc_big(s->buf_cap);
@@ -370,6 +377,7 @@ void lm_sorter_free(lm_sorter *s)
         free(s->run_paths[i]);
     }
     free(s->run_paths);
+    if (s->tmp_dir) rmdir(s->tmp_dir);
     free(s->buf);
     free(s->ents);
     free(s->tmp);

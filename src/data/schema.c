@@ -215,6 +215,28 @@ static int check_duplicates(ctx *c, const lm_schema *s)
     return LM_OK;
 }
 
+/* A misspelt key would silently drop columns: every key must be known. Keys starting with '_'
+ * are comments. */
+static int check_keys(ctx *c, const cJSON *root)
+{
+    static const char *known[] = {"delimiter", "header",      "columns", "task",     "time",
+                                  "label",     "meta",        "dense",   "categorical", "split",
+                                  "tiebreak",  "join"};
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root) {
+        if (e->string[0] == '_') continue;
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] && strcmp(known[i], e->string)) i++;
+        if (i == sizeof known / sizeof known[0])
+            return lm_err_set(c->err, LM_EINVAL,
+                              "%s: unknown key '%s' (known: delimiter, header, columns, task, time, label, "
+                              "meta, dense, categorical, split, tiebreak, join; keys starting with '_' are "
+                              "comments)",
+                              c->path, e->string);
+    }
+    return LM_OK;
+}
+
 int lm_schema_parse(lm_schema **out, const char *json, size_t len, const char *path, lm_err *err)
 {
     *out = NULL;
@@ -254,6 +276,7 @@ int lm_schema_parse(lm_schema **out, const char *json, size_t len, const char *p
     if (!rc) rc = get_string(&c, root, "split", 0, &s->split);
     if (!rc) rc = get_string(&c, root, "tiebreak", 0, &s->tiebreak);
     if (!rc) rc = parse_join(&c, root, s);
+    if (!rc) rc = check_keys(&c, root);
     if (!rc && s->nmeta + s->ndense + s->ncat == 0)
         rc = lm_err_set(err, LM_EINVAL, "%s: the schema names no features (meta, dense or categorical)", name);
     if (!rc && s->nmeta + s->ndense + s->ncat > 4000)
