@@ -284,6 +284,147 @@ typedef struct lm_synth_summary {
  * both atomically. Memory does not grow with the number of tasks. */
 int lm_synth(const char *path, const lm_synth_opts *o, lm_synth_summary *sum, lm_err *err);
 
+
+/* ============================================================================================
+ * model: the trained network and its file
+ * ========================================================================================== */
+
+/* How a model was trained (`limaml train --algo`). */
+enum {
+    LM_TRAIN_PLAIN = 0,    /* Adam on mini-batches of whole tasks: the vanilla baseline */
+    LM_TRAIN_WIDEDEEP = 1, /* plain training with a learned task-id embedding (Table 4) */
+    LM_TRAIN_MAML = 2,     /* entire-network MAML (Algorithm 1) */
+    LM_TRAIN_LIMAML = 3,   /* LiMAML (Algorithm 2a): the inner loop adapts the meta block */
+};
+const char *lm_train_algo_name(int algo);
+
+typedef struct lm_model lm_model;
+
+/* Save as safetensors (weights named meta.*, global.*; architecture, schema, hyperparameters
+ * and training summary as JSON metadata; a version and a checksum), atomically. */
+int lm_model_save(const lm_model *m, const char *path, lm_err *err);
+/* Load and check a model file: a truncated, corrupt, wrong-version or inconsistent file is
+ * refused with a message. @note free with lm_model_free. */
+int lm_model_load(lm_model **out, const char *path, lm_err *err);
+void lm_model_free(lm_model *m);
+/* The schema the model was trained on (owned by the model). */
+const lm_schema *lm_model_schema(const lm_model *m);
+int lm_model_algo(const lm_model *m);
+/* The meta embedding width E. */
+size_t lm_model_emb_dim(const lm_model *m);
+/* The model's JSON metadata (architecture, hyperparameters, training summary); owned. */
+const char *lm_model_info_json(const lm_model *m);
+/* LM_EMISMATCH with a message naming the first difference when `ds` was not prepared with
+ * the model's schema (feature names, order, categorical buckets). */
+int lm_model_check_dataset(const lm_model *m, const lm_dataset *ds, lm_err *err);
+
+/* ============================================================================================
+ * meta: training
+ * ========================================================================================== */
+
+/* Learning-rate decay after the warm-up. */
+enum { LM_DECAY_NONE = 0, LM_DECAY_LINEAR = 1, LM_DECAY_COSINE = 2 };
+
+typedef struct lm_train_progress {
+    uint32_t epoch, epochs;
+    uint64_t batch, batches;   /* within the epoch */
+    uint64_t tasks_done;       /* this run */
+    double loss;               /* running mean outer loss of the epoch */
+    double tasks_per_s;
+    double seconds;
+    double eta_seconds;
+    int epoch_end;             /* 1 at the end of an epoch: val_* are set */
+    double val_auc, val_loss;
+    int improved;              /* the epoch's val AUC is the best so far */
+} lm_train_progress;
+
+typedef struct lm_train_opts {
+    int algo;                  /* LM_TRAIN_... */
+    const char *meta_block;    /* "mlp:32,16" (hidden sizes, the last is E) or "id:16" */
+    const char *global_block;  /* "mlp:64,32" */
+    uint32_t inner_steps;      /* n */
+    double task_lr;            /* alpha, inner (and adaptation) learning rate */
+    int first_order;
+    double support_weight;     /* w: outer objective L_q + w L_s (0: the paper's) */
+    uint32_t tasks_per_batch;
+    uint32_t epochs;
+    double lr;                 /* outer Adam rate */
+    int lr_scale_with_batch;   /* lr *= tasks_per_batch / 32 (linear scaling rule) */
+    double clip;               /* global gradient-norm clipping; 0: off */
+    uint64_t warmup;           /* warm-up steps (outer updates) */
+    int decay;                 /* LM_DECAY_NONE, _LINEAR, _COSINE (see the CLI) */
+    double dropout;
+    uint64_t seed;
+    int threads;               /* 0: all cores */
+    uint32_t patience;         /* early stopping: epochs without a better val AUC; 0: off */
+    uint32_t val_adapt_steps;  /* adaptation steps before scoring validation (default: n) */
+    double id_default_frac;    /* id meta block: fraction of tasks trained through the
+                                * shared default row (what unseen tasks get) */
+    const char *log_path;      /* per-epoch JSON lines, or NULL */
+    const char *checkpoint;    /* checkpoint file, written at each epoch end, or NULL */
+    int resume;                /* continue from `checkpoint` */
+    uint32_t stop_after_epochs;/* end this run after so many epochs (the schedule still spans
+                                * `epochs`); resume later. 0: run to the end */
+    void (*progress)(void *ctx, const lm_train_progress *p);
+    void *progress_ctx;
+} lm_train_opts;
+
+void lm_train_opts_default(lm_train_opts *o);
+
+typedef struct lm_train_report {
+    uint32_t epochs_run, best_epoch;
+    double best_val_auc, best_val_loss;
+    double seconds, tasks_per_s;
+    uint64_t train_tasks, updates;
+} lm_train_report;
+
+/* Train on the warm tasks of `ds`; the model kept is the one of the best validation AUC.
+ * Same options, seed and thread count: the same model, bit for bit (also across --resume). */
+int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_train_report *rep,
+             lm_err *err);
+
+/* ============================================================================================
+ * eval: scoring and task adaptation
+ * ========================================================================================== */
+
+/* Where adaptation data comes from. */
+enum {
+    LM_ADAPT_VAL = 0,       /* the task's validation part (the protocol's fine-tuning) */
+    LM_ADAPT_TRAIN_VAL = 1, /* train and validation parts: the recent-window variant */
+    LM_ADAPT_TRAIN = 2,     /* the train part */
+};
+
+typedef struct lm_eval_opts {
+    uint32_t adapt_steps;   /* k; 0: score the trained model as is */
+    double task_lr;         /* alpha; <= 0: the model's own */
+    int adapt_from;         /* LM_ADAPT_... */
+    uint32_t adapt_cap;     /* at most this many most recent adaptation rows; 0: all */
+    int score_split;        /* LM_SPLIT_TEST (default) or LM_SPLIT_VAL */
+    int warm_only;          /* score warm tasks only */
+    int threads;
+} lm_eval_opts;
+
+void lm_eval_opts_default(lm_eval_opts *o);
+
+typedef struct lm_eval_result {
+    double auc, logloss;
+    double auc_lt25, auc_ge25, auc_warm, auc_new; /* slices by the task's scored examples */
+    uint64_t examples, tasks;
+    uint64_t examples_lt25, examples_ge25, examples_warm, examples_new;
+    double seconds;
+} lm_eval_result;
+
+/* Score the model on every task's score split, after adapting it per task as asked. */
+int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, lm_eval_result *res,
+                lm_err *err);
+
+/* Adapt the model to one task (k steps at alpha on its rows of `adapt_from`) and write the
+ * meta embedding of its latest adaptation example into emb: (E). */
+int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32_t steps, double task_lr,
+                  int adapt_from, float *emb, lm_err *err);
+/* The task's index in the dataset, or LM_ENOTFOUND. */
+int lm_dataset_find_task(const lm_dataset *ds, const char *key, size_t len, uint64_t *task);
+
 #ifdef __cplusplus
 }
 #endif

@@ -116,6 +116,21 @@ static int set_value(const cli_cmd *cmd, const cli_opt *o, const char *v)
     return 0;
 }
 
+/* A numeric option's default that is not a number ("the model's") is only shown in --help;
+ * the caller initializes the variable itself. */
+static int default_is_text(const cli_opt *o)
+{
+    uint64_t u;
+    double d;
+    size_t z;
+    switch (o->kind) {
+    case CLI_U64: return parse_u64(o->def, &u) != 0;
+    case CLI_F64: return parse_f64(o->def, &d) != 0;
+    case CLI_SIZE: return parse_size(o->def, &z) != 0;
+    default: return 0;
+    }
+}
+
 int cli_parse(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list *pos)
 {
     int seen[128] = {0};
@@ -124,7 +139,7 @@ int cli_parse(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list
         if (nopts >= 128) return cli_usage_error(cmd, "internal: too many options");
         if (o->kind == CLI_FLAG) *(int *)o->dst = 0;
         else if (o->kind == CLI_LIST) *(cli_list *)o->dst = (cli_list){0};
-        else if (o->def && set_value(cmd, o, o->def)) return 2;
+        else if (o->def && !default_is_text(o) && set_value(cmd, o, o->def)) return 2;
         else if (!o->def && o->kind == CLI_STR) *(const char **)o->dst = NULL;
     }
     if (pos) *pos = (cli_list){0};

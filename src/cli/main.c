@@ -14,6 +14,9 @@ static const subcmd cmds[] = {
     {"synth", cmd_synth, "write a synthetic interaction log and its schema"},
     {"prepare", cmd_prepare, "turn interaction logs (or MovieLens-100K) into a task dataset"},
     {"dataset", cmd_dataset, "inspect a prepared dataset (info, verify)"},
+    {"train", cmd_train, "train a model: limaml, maml, plain or widedeep"},
+    {"eval", cmd_eval, "score a model on the test part, with or without task adaptation"},
+    {"adapt", cmd_adapt, "adapt a model to one task and print its meta embedding"},
     {"bench", cmd_bench, "measure throughput (bench prepare)"},
 };
 

@@ -184,3 +184,26 @@ const char *lm_dataset_info_json(const lm_dataset *d, size_t *len)
     *len = d->h.info_len;
     return d->map + d->h.info_off;
 }
+
+/* Tasks are stored in prepare's grouping order, (hash of the key, key length, key bytes), so
+ * a key is found by binary search, hashing log(n) candidate keys. */
+int lm_dataset_find_task(const lm_dataset *d, const char *key, size_t len, uint64_t *task)
+{
+    uint64_t h = lm_hash64(key, len, 0);
+    uint64_t lo = 0, hi = d->h.ntasks;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const lm_task *t = &d->tasks[mid];
+        const char *k = d->keys + t->key_off;
+        uint64_t kh = lm_hash64(k, t->key_len, 0);
+        int c = kh < h ? -1 : kh > h ? 1 : 0;
+        if (!c) c = t->key_len < len ? -1 : t->key_len > len ? 1 : memcmp(k, key, len);
+        if (!c) {
+            *task = mid;
+            return LM_OK;
+        }
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return LM_ENOTFOUND;
+}

@@ -31,8 +31,6 @@ double lm_grad_norm(const lm_adam_span *s, size_t nspans);
  * gradient norm before clipping. */
 double lm_adam_update(lm_adam *a, lm_adam_span *s, size_t nspans, double lr, double clip);
 
-enum { LM_DECAY_NONE = 0, LM_DECAY_LINEAR = 1, LM_DECAY_COSINE = 2 };
-
 /* The learning rate at update `step` (0-based) of `total`: base * step/warmup during the
  * warm-up, then decaying to base * final_frac at the last step (or constant). */
 double lm_lr_at(double base, uint64_t step, uint64_t total, uint64_t warmup, int decay, double final_frac);

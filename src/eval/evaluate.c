@@ -1,0 +1,223 @@
+/* evaluate.c: score a model on every task, after adapting it per task as the protocol says
+ * (paper 6.2.1: "validation data is used for task-level fine-tuning and test data is used for
+ * final evaluation"). For LiMAML only the meta block adapts and, as served, the meta embedding
+ * is the adapted block's output on the task's latest adaptation example; the other models
+ * adapt the whole network. Tasks run in parallel; every score lands at a fixed position, so
+ * the result does not depend on the thread count. */
+#include "eval/metrics.h"
+#include "meta/model.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+void lm_eval_opts_default(lm_eval_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->adapt_steps = 0;
+    o->task_lr = -1;
+    o->adapt_from = LM_ADAPT_VAL;
+    o->score_split = LM_SPLIT_TEST;
+}
+
+static int in_adapt(int adapt_from, int split)
+{
+    switch (adapt_from) {
+    case LM_ADAPT_VAL: return split == LM_SPLIT_VAL;
+    case LM_ADAPT_TRAIN: return split == LM_SPLIT_SUPPORT || split == LM_SPLIT_QUERY;
+    default: return split != LM_SPLIT_TEST;
+    }
+}
+
+static size_t count_split(const lm_task *t, int score_split)
+{
+    return t->nsplit[score_split];
+}
+
+/* Copy the rows of task `t` whose split passes `want` (the most recent `cap`, 0: all). */
+static void gather(lm_rows_f32 *r, const lm_dataset *ds, const lm_task *t, int adapt_from, int score_split,
+                   int scoring, uint32_t cap)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        lm_row_view v = lm_dataset_row(ds, t->first + i);
+        n += scoring ? v.split == score_split : in_adapt(adapt_from, v.split);
+    }
+    size_t skip = cap && n > cap ? n - cap : 0, k = 0;
+    r->n = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        lm_row_view v = lm_dataset_row(ds, t->first + i);
+        int ok = scoring ? v.split == score_split : in_adapt(adapt_from, v.split);
+        if (!ok || k++ < skip) continue;
+        size_t j = r->n++;
+        memcpy(r->meta + j * r->nmeta, v.meta, r->nmeta * sizeof(float));
+        memcpy(r->dense + j * r->ndense, v.dense, r->ndense * sizeof(float));
+        memcpy(r->cat + j * r->ncat, v.cat, r->ncat * sizeof(uint32_t));
+        r->label[j] = v.label;
+    }
+}
+
+
+int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, lm_eval_result *res,
+                lm_err *err)
+{
+    double t0 = lm_now();
+    memset(res, 0, sizeof *res);
+    int rc = lm_model_check_dataset(m, ds, err);
+    if (rc) return rc;
+    if (o->score_split != LM_SPLIT_TEST && o->score_split != LM_SPLIT_VAL)
+        return lm_err_set(err, LM_EINVAL, "evaluate: the scored split must be test or val");
+    const lm_net *net = &m->net;
+    uint64_t ntasks = lm_dataset_ntasks(ds);
+    /* Positions of every task's scored rows in the pooled arrays. */
+    uint64_t *pos = malloc((ntasks + 1) * sizeof *pos);
+    if (!pos) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    size_t maxrows = 1;
+    pos[0] = 0;
+    for (uint64_t t = 0; t < ntasks; t++) {
+        const lm_task *k = lm_dataset_task(ds, t);
+        size_t c = (o->warm_only && k->is_new) ? 0 : count_split(k, o->score_split);
+        pos[t + 1] = pos[t] + c;
+        if (k->n > maxrows) maxrows = k->n;
+    }
+    uint64_t N = pos[ntasks];
+    float *score = malloc((N + 1) * sizeof *score), *label = malloc((N + 1) * sizeof *label);
+    uint8_t *flags = malloc(N + 1); /* bit 0: task has < 25 scored rows; bit 1: new task */
+    if (!score || !label || !flags) {
+        free(pos), free(score), free(label), free(flags);
+        return lm_err_set(err, LM_ENOMEM, "out of memory (%llu scored examples)", (unsigned long long)N);
+    }
+    int whole = m->algo != LM_TRAIN_LIMAML; /* fine-tuning moves the whole network */
+    double alpha = o->task_lr > 0 ? o->task_lr : m->task_lr;
+    int nthreads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    int fail = LM_OK;
+    lm_err ferr = {0};
+#pragma omp parallel num_threads(nthreads)
+    {
+        lm_meta_ws_f32 ws = {0};
+        lm_rows_f32 ad = {0}, sc = {0};
+        float *tm = malloc((net->meta_task_np + 1) * sizeof(float));
+        float *tg = whole ? malloc((net->global_np + 1) * sizeof(float)) : NULL;
+        float *z = malloc((maxrows + 1) * sizeof(float));
+        float *emb = malloc((net->E + 1) * sizeof(float));
+        lm_err e = {0};
+        int r = (!tm || (whole && !tg) || !z || !emb) ? lm_err_set(&e, LM_ENOMEM, "out of memory") : LM_OK;
+        if (!r) r = lm_meta_ws_alloc_f32(&ws, net, maxrows, 1, whole, &e);
+        if (!r) r = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, maxrows, &e);
+        if (!r) r = lm_rows_alloc_f32(&sc, net->nmeta, net->ndense, net->ncat, maxrows, &e);
+#pragma omp for schedule(dynamic, 16)
+        for (uint64_t t = 0; t < ntasks; t++) {
+            if (r || pos[t + 1] == pos[t]) continue;
+            const lm_task *k = lm_dataset_task(ds, t);
+            size_t klen;
+            const char *key = lm_dataset_task_key(ds, k, &klen);
+            size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
+            memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
+            const float *g = m->theta_g;
+            gather(&sc, ds, k, o->adapt_from, o->score_split, 1, 0);
+            int have_emb = 0;
+            if (o->adapt_steps > 0) {
+                gather(&ad, ds, k, o->adapt_from, o->score_split, 0, o->adapt_cap);
+                if (ad.n > 0) {
+                    if (whole) {
+                        memcpy(tg, m->theta_g, net->global_np * sizeof(float));
+                        lm_meta_adapt_f32(net, &ws, m->algo == LM_TRAIN_MAML ? LM_ALGO_MAML : LM_ALGO_PLAIN,
+                                          o->adapt_steps, alpha, tm, tg, &ad, tm, tg, LM_DROPOUT_OFF, NULL);
+                        g = tg;
+                    } else {
+                        lm_meta_adapt_f32(net, &ws, LM_ALGO_LIMAML, o->adapt_steps, alpha, tm, m->theta_g, &ad, tm,
+                                          NULL, LM_DROPOUT_OFF, NULL);
+                        /* served: the embedding of the latest adaptation example */
+                        lm_net_embed_f32(net, &ws, tm, ad.meta + (ad.n - 1) * ad.nmeta, 1, emb);
+                        have_emb = 1;
+                    }
+                }
+            }
+            if (have_emb) lm_net_predict_emb_f32(net, &ws, emb, g, &sc, z);
+            else lm_net_predict_f32(net, &ws, tm, g, &sc, z);
+            uint8_t fl = (uint8_t)((sc.n < 25 ? 1 : 0) | (k->is_new ? 2 : 0));
+            for (size_t i = 0; i < sc.n; i++) {
+                uint64_t p = pos[t] + i;
+                score[p] = net->cfg.loss == LM_NET_LOSS_BCE ? 1.0f / (1.0f + expf(-z[i])) : z[i];
+                label[p] = sc.label[i];
+                flags[p] = fl;
+            }
+        }
+#pragma omp critical
+        if (r && !fail) {
+            fail = r;
+            ferr = e;
+        }
+        lm_meta_ws_free_f32(&ws);
+        lm_rows_free_f32(&ad);
+        lm_rows_free_f32(&sc);
+        free(tm), free(tg), free(z), free(emb);
+    }
+    if (fail) {
+        if (err) *err = ferr;
+        free(pos), free(score), free(label), free(flags);
+        return fail;
+    }
+    res->examples = N;
+    for (uint64_t t = 0; t < ntasks; t++) res->tasks += pos[t + 1] > pos[t];
+    res->auc = lm_auc(score, label, N);
+    res->logloss = net->cfg.loss == LM_NET_LOSS_BCE ? lm_logloss(score, label, N) : NAN;
+    /* slices: gather each into the front of scratch copies */
+    float *s2 = malloc((N + 1) * sizeof *s2), *y2 = malloc((N + 1) * sizeof *y2);
+    if (!s2 || !y2) {
+        free(pos), free(score), free(label), free(flags), free(s2), free(y2);
+        return lm_err_set(err, LM_ENOMEM, "out of memory");
+    }
+    double *slot[4] = {&res->auc_lt25, &res->auc_ge25, &res->auc_warm, &res->auc_new};
+    uint64_t *cnt[4] = {&res->examples_lt25, &res->examples_ge25, &res->examples_warm, &res->examples_new};
+    for (int sl = 0; sl < 4; sl++) {
+        size_t n = 0;
+        for (uint64_t i = 0; i < N; i++) {
+            int lt = flags[i] & 1, nw = (flags[i] >> 1) & 1;
+            int in = sl == 0 ? lt : sl == 1 ? !lt : sl == 2 ? !nw : nw;
+            if (in) s2[n] = score[i], y2[n++] = label[i];
+        }
+        *cnt[sl] = n;
+        *slot[sl] = n ? lm_auc(s2, y2, n) : NAN;
+    }
+    free(s2), free(y2), free(pos), free(score), free(label), free(flags);
+    res->seconds = lm_now() - t0;
+    return LM_OK;
+}
+
+int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32_t steps, double task_lr,
+                  int adapt_from, float *emb, lm_err *err)
+{
+    int rc = lm_model_check_dataset(m, ds, err);
+    if (rc) return rc;
+    if (task >= lm_dataset_ntasks(ds)) return lm_err_set(err, LM_EINVAL, "adapt: task %llu out of range", (unsigned long long)task);
+    const lm_net *net = &m->net;
+    const lm_task *k = lm_dataset_task(ds, task);
+    if (steps == UINT32_MAX) steps = m->inner_steps;
+    double alpha = task_lr > 0 ? task_lr : m->task_lr;
+    size_t rows = k->n ? k->n : 1;
+    lm_meta_ws_f32 ws = {0};
+    lm_rows_f32 ad = {0};
+    float *tm = malloc((net->meta_task_np + 1) * sizeof(float));
+    if (!tm) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    rc = lm_meta_ws_alloc_f32(&ws, net, rows, 1, 0, err);
+    if (!rc) rc = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, rows, err);
+    if (!rc) {
+        size_t klen;
+        const char *key = lm_dataset_task_key(ds, k, &klen);
+        size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
+        memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
+        gather(&ad, ds, k, adapt_from, LM_SPLIT_TEST, 0, 0);
+        if (ad.n == 0) {
+            rc = lm_err_set(err, LM_ENOTFOUND, "adapt: the task has no rows to adapt on");
+        } else {
+            /* Only the meta block is adapted for the embedding (Algorithm 2b), whatever trained it. */
+            lm_meta_adapt_f32(net, &ws, LM_ALGO_LIMAML, steps, alpha, tm, m->theta_g, &ad, tm, NULL, LM_DROPOUT_OFF, NULL);
+            lm_net_embed_f32(net, &ws, tm, ad.meta + (ad.n - 1) * ad.nmeta, 1, emb);
+        }
+    }
+    lm_meta_ws_free_f32(&ws);
+    lm_rows_free_f32(&ad);
+    free(tm);
+    return rc;
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# test_train.sh: `limaml train`, `eval` and `adapt` end to end on a small synthetic log: each
+# algorithm trains and beats chance; the same seed and thread count give the same model bytes;
+# --resume continues bit for bit; a damaged or mismatched model is refused; eval's JSON holds
+# every field. Environment: LM_BIN, LM_TMP. Prints "N passed, M failed".
+set -u
+BIN=${LM_BIN:?LM_BIN must name the limaml binary}
+TMP=${LM_TMP:-/tmp/limaml-test}/test_train.$$
+rm -rf "$TMP"
+mkdir -p "$TMP"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok: $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -3 "$TMP/.err" 2>/dev/null)"; fi; }
+run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
+
+run "$BIN" synth --tasks 1000 --seed 7 --out "$TMP/log.csv"
+check "synth" test "$rc" -eq 0
+run "$BIN" prepare --schema "$TMP/log.csv.schema.json" --in "$TMP/log.csv" --out "$TMP/ds"
+check "prepare" test "$rc" -eq 0
+common=(--data "$TMP/ds" --epochs 4 --tasks-per-batch 16 --lr 0.01 --threads 2 --quiet)
+
+for algo in plain widedeep maml limaml; do
+    run "$BIN" train "${common[@]}" --algo "$algo" --out "$TMP/$algo.st"
+    check "train --algo $algo" test "$rc" -eq 0
+    # the meta-learned models are meant to be adapted before they score (the paper's pattern)
+    k=0
+    case $algo in maml | limaml) k=3 ;; esac
+    run "$BIN" eval --model "$TMP/$algo.st" --data "$TMP/ds" --adapt-steps $k --json
+    auc=$(sed -n 's/.*"auc":\([0-9.]*\).*/\1/p' "$TMP/.out")
+    check "eval $algo: JSON with an AUC above chance ($auc)" awk -v a="${auc:-0}" 'BEGIN { exit !(a > 0.55) }'
+done
+run "$BIN" eval --model "$TMP/limaml.st" --data "$TMP/ds" --adapt-steps 3 --json
+for f in auc slices lt25 ge25 warm new logloss examples; do
+    check "eval JSON has $f" grep -q "\"$f\"" "$TMP/.out"
+done
+
+# Same seed, same threads: the same bytes. Another seed: different.
+run "$BIN" train "${common[@]}" --algo limaml --out "$TMP/again.st"
+check "same seed and threads give the same model" cmp -s "$TMP/limaml.st" "$TMP/again.st"
+run "$BIN" train "${common[@]}" --algo limaml --seed 2 --out "$TMP/seed2.st"
+check "another seed gives another model" bash -c "! cmp -s '$TMP/limaml.st' '$TMP/seed2.st'"
+
+# A run of 4 epochs equals 2 epochs, a stop, and a resume (patience off: no early stop).
+run "$BIN" train "${common[@]}" --algo limaml --patience 0 --out "$TMP/full.st"
+run "$BIN" train "${common[@]}" --algo limaml --patience 0 --stop-after-epochs 2 --checkpoint "$TMP/ck.st" --out "$TMP/part.st"
+check "a run stopped after 2 of 3 epochs" test "$rc" -eq 0
+cp "$TMP/ck.st" "$TMP/ck-copy.st"
+run "$BIN" train "${common[@]}" --algo limaml --patience 0 --checkpoint "$TMP/ck.st" --resume --out "$TMP/resumed.st"
+check "resume runs" test "$rc" -eq 0
+check "stop + resume gives the uninterrupted run's bytes" cmp -s "$TMP/full.st" "$TMP/resumed.st"
+run "$BIN" train "${common[@]}" --algo limaml --patience 0 --lr 0.02 --checkpoint "$TMP/ck-copy.st" --resume --out "$TMP/x.st"
+check "resume with other options is refused" test "$rc" -eq 1
+check "  ... saying why" grep -q "other options" "$TMP/.err"
+
+# Damaged model files are refused with a message.
+cp "$TMP/limaml.st" "$TMP/trunc.st"
+truncate -s -100 "$TMP/trunc.st"
+run "$BIN" eval --model "$TMP/trunc.st" --data "$TMP/ds"
+check "truncated model refused" test "$rc" -eq 1
+check "  ... naming the file" grep -q "trunc.st" "$TMP/.err"
+cp "$TMP/limaml.st" "$TMP/flip.st"
+printf '\x55' | dd of="$TMP/flip.st" bs=1 seek=$(($(stat -c %s "$TMP/flip.st") - 10)) conv=notrunc 2>/dev/null
+run "$BIN" eval --model "$TMP/flip.st" --data "$TMP/ds"
+check "corrupt model refused (checksum)" grep -q "checksum" "$TMP/.err"
+run "$BIN" prepare movielens --in "${LM_SHARED:-/nonexistent}/data/ml-100k" --out "$TMP/ml"
+if [ "$rc" -eq 0 ]; then
+    run "$BIN" eval --model "$TMP/limaml.st" --data "$TMP/ml"
+    check "a model refuses a dataset of another schema" grep -q "features" "$TMP/.err"
+fi
+
+# adapt prints the embedding of a task; unknown tasks are named.
+key=$(sed -n '2p' "$TMP/log.csv" | cut -d, -f1)
+run "$BIN" adapt --model "$TMP/limaml.st" --data "$TMP/ds" --task "$key" --steps 2
+check "adapt prints a 16-value embedding" bash -c "grep -o '\[.*\]' '$TMP/.out' | tr ',' '\n' | wc -l | grep -qx 16"
+run "$BIN" adapt --model "$TMP/limaml.st" --data "$TMP/ds" --task no-such-task
+check "adapt of an unknown task fails naming it" grep -q "no-such-task" "$TMP/.err"
+
+# Usage errors exit 2.
+run "$BIN" train --data "$TMP/ds" --out "$TMP/u.st" --algo nope
+check "unknown algorithm: exit 2" test "$rc" -eq 2
+run "$BIN" train --data "$TMP/ds"
+check "missing --out: exit 2" test "$rc" -eq 2
+run "$BIN" train --data "$TMP/missing" --out "$TMP/u.st"
+check "missing dataset: exit 1" test "$rc" -eq 1
+
+rm -rf "$TMP"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
