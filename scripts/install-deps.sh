@@ -5,7 +5,7 @@ set -euo pipefail
 
 want=${1:-build}
 build_pkgs=(build-essential cmake pkg-config libxxhash-dev libcjson-dev liblmdb-dev libopenblas-dev)
-test_pkgs=()
+test_pkgs=(python3-torch python3-venv)
 case "$want" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test|all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
