@@ -4,17 +4,8 @@
 #include <math.h>
 #include <stdio.h>
 
-static int passes, failures;
-#define CHECK(c, ...)                                           \
-    do {                                                        \
-        if (c) passes++;                                        \
-        else {                                                  \
-            failures++;                                         \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-            printf(__VA_ARGS__);                                \
-            printf("\n");                                       \
-        }                                                       \
-    } while (0)
+#include "lm_check.h"
+
 
 static double auc_pairs(const float *s, const float *y, size_t n)
 {
@@ -53,6 +44,5 @@ int main(void)
     CHECK(fabs(lm_logloss(p, yl, 2) - (-(log(0.9) + log(0.8)) / 2)) < 1e-7, "log loss");
     float p0[] = {0.0f}, y0[] = {1};
     CHECK(isfinite(lm_logloss(p0, y0, 1)), "log loss clamps");
-    printf("%d passed, %d failed\n", passes, failures);
-    return failures != 0;
+    return CHECK_DONE();
 }

@@ -5,17 +5,8 @@
 #include <math.h>
 #include <stdio.h>
 
-static int passes, failures;
-#define CHECK(c, ...)                                           \
-    do {                                                        \
-        if (c) passes++;                                        \
-        else {                                                  \
-            failures++;                                         \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-            printf(__VA_ARGS__);                                \
-            printf("\n");                                       \
-        }                                                       \
-    } while (0)
+#include "lm_check.h"
+
 
 int main(void)
 {
@@ -74,6 +65,5 @@ int main(void)
         prev = l;
     }
     CHECK(mono, "cosine decay is monotone");
-    printf("%d passed, %d failed\n", passes, failures);
-    return failures != 0;
+    return CHECK_DONE();
 }

@@ -2,21 +2,12 @@
 #include "model/safetensors.h"
 
 #include <stdio.h>
+
+#include "lm_check.h"
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures, passes;
-#define CHECK(c, ...)                                                   \
-    do {                                                                \
-        if (c) passes++;                                                \
-        else {                                                          \
-            failures++;                                                 \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                 \
-            printf(__VA_ARGS__);                                        \
-            printf("\n");                                               \
-        }                                                               \
-    } while (0)
 
 static char dir[512];
 
@@ -146,7 +137,6 @@ int main(void)
     }
     CHECK(ntmp == 0, "temporary files left: %d", ntmp);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) failures++;
-    printf("%d passed, %d failed\n", passes, failures);
-    return failures != 0;
+    CHECK(system(cmd) == 0, "cleanup");
+    return CHECK_DONE();
 }
