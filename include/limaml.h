@@ -322,6 +322,10 @@ int lm_model_check_dataset(const lm_model *m, const lm_dataset *ds, lm_err *err)
  * meta: training
  * ========================================================================================== */
 
+/* Which meta-gradient engine trains: the fast batched one where it applies (LiMAML with an
+ * MLP meta block, plain; no dropout), else the per-task reference; or one of them by force. */
+enum { LM_ENGINE_AUTO = 0, LM_ENGINE_FAST = 1, LM_ENGINE_REFERENCE = 2 };
+
 /* Learning-rate decay after the warm-up. */
 enum { LM_DECAY_NONE = 0, LM_DECAY_LINEAR = 1, LM_DECAY_COSINE = 2 };
 
@@ -365,6 +369,7 @@ typedef struct lm_train_opts {
     int resume;                /* continue from `checkpoint` */
     uint32_t stop_after_epochs;/* end this run after so many epochs (the schedule still spans
                                 * `epochs`); resume later. 0: run to the end */
+    int engine;                /* LM_ENGINE_AUTO, _FAST or _REFERENCE */
     void (*progress)(void *ctx, const lm_train_progress *p);
     void *progress_ctx;
 } lm_train_opts;

@@ -45,7 +45,7 @@ static void on_progress(void *ctx, const lm_train_progress *p)
 
 int cmd_train(int argc, char **argv)
 {
-    const char *data, *out, *algo, *meta_block, *global_block, *decay, *log_path, *ckpt;
+    const char *data, *out, *algo, *meta_block, *global_block, *decay, *log_path, *ckpt, *engine;
     uint64_t n, tpb, epochs, warmup, seed, threads, patience, stop_after;
     double task_lr, lr, clip, dropout, sw, idf;
     int first_order, scale, resume, quiet;
@@ -75,6 +75,7 @@ int cmd_train(int argc, char **argv)
         {"checkpoint", CLI_STR, &ckpt, "FILE", NULL, 0, "checkpoint written at every epoch end"},
         {"resume", CLI_FLAG, &resume, NULL, NULL, 0, "continue from --checkpoint"},
         {"stop-after-epochs", CLI_U64, &stop_after, "N", "0", 0, "end this run after N epochs (resume later; 0: all)"},
+        {"engine", CLI_STR, &engine, "E", "auto", 0, "meta-gradient engine: auto, fast (batched) or reference (per task)"},
         {"quiet", CLI_FLAG, &quiet, NULL, NULL, 0, "no progress on stderr"},
         {0},
     };
@@ -91,6 +92,10 @@ int cmd_train(int argc, char **argv)
     else if (!strcmp(decay, "cosine")) o.decay = LM_DECAY_COSINE;
     else if (!strcmp(decay, "none")) o.decay = LM_DECAY_NONE;
     else return cli_usage_error(&cmd, "--decay must be linear, cosine or none, not '%s'", decay);
+    if (!strcmp(engine, "auto")) o.engine = LM_ENGINE_AUTO;
+    else if (!strcmp(engine, "fast")) o.engine = LM_ENGINE_FAST;
+    else if (!strcmp(engine, "reference")) o.engine = LM_ENGINE_REFERENCE;
+    else return cli_usage_error(&cmd, "--engine must be auto, fast or reference, not '%s'", engine);
     if (n > 64) return cli_usage_error(&cmd, "--inner-steps must be at most 64");
     if (tpb < 1 || tpb > 1000000) return cli_usage_error(&cmd, "--tasks-per-batch must be in [1, 1000000]");
     if (epochs < 1 || epochs > 100000) return cli_usage_error(&cmd, "--epochs must be in [1, 100000]");

@@ -4,6 +4,7 @@
  * threads statically and every random draw is seeded by (seed, epoch, task), so a run is a
  * function of its options, seed and thread count alone, and --resume (which restarts at an
  * epoch boundary from the checkpoint's exact state) continues it bit for bit. */
+#include "meta/batch.h"
 #include "meta/model.h"
 #include "meta/optim.h"
 #include "model/safetensors.h"
@@ -300,6 +301,37 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
     mo.dropout_mode = o->dropout > 0 ? LM_DROPOUT_SAMPLE : LM_DROPOUT_OFF;
 
     uint64_t B = o->tasks_per_batch, nb = (ntrain + B - 1) / B;
+    /* The fast engine (meta/batch.h) serves LiMAML with an MLP meta block and plain training
+     * without dropout; it computes the same sums as the per-task engine, which serves the
+     * rest (MAML, id meta blocks, dropout) and stays the reference. */
+    lm_meta_batch_ws *bws = NULL;
+    lm_rows_f32 *bsup = NULL, *bqry = NULL;
+    int use_batch = 0;
+    if (!rc && o->engine != LM_ENGINE_REFERENCE) {
+        lm_err e2 = {0};
+        use_batch = lm_meta_batch_supported(&net, &mo, &e2) == LM_OK;
+        if (!use_batch && o->engine == LM_ENGINE_FAST)
+            rc = lm_err_set(err, LM_EINVAL, "--engine fast: %s", e2.msg);
+    }
+    if (!rc && use_batch) {
+        size_t maxsplit = 1;
+        for (uint64_t i = 0; i < ntrain; i++) {
+            const lm_task *k = lm_dataset_task(ds, train[i]);
+            size_t a = meta_algo ? LM_MAX(k->nsplit[LM_SPLIT_SUPPORT], k->nsplit[LM_SPLIT_QUERY])
+                                 : (size_t)k->nsplit[LM_SPLIT_SUPPORT] + k->nsplit[LM_SPLIT_QUERY];
+            if (a > maxsplit) maxsplit = a;
+        }
+        size_t T = LM_MIN(B, ntrain);
+        rc = lm_meta_batch_ws_alloc(&bws, &net, T, maxsplit, o->inner_steps ? o->inner_steps : 1, threads,
+                                    LM_BATCH_KERNEL_AUTO, err);
+        bsup = rc ? NULL : calloc(T, sizeof *bsup);
+        bqry = rc ? NULL : calloc(T, sizeof *bqry);
+        if (!rc && (!bsup || !bqry)) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < T; i++) {
+            rc = lm_rows_alloc_f32(&bsup[i], net.nmeta, net.ndense, net.ncat, maxsplit, err);
+            if (!rc) rc = lm_rows_alloc_f32(&bqry[i], net.nmeta, net.ndense, net.ncat, maxsplit, err);
+        }
+    }
     uint64_t total_updates = nb * o->epochs;
     double base_lr = o->lr * (o->lr_scale_with_batch ? (double)B / 32.0 : 1.0);
     uint64_t *order = rc ? NULL : malloc(ntrain * sizeof *order);
@@ -318,7 +350,7 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
                          ? (o->val_adapt_steps == UINT32_MAX ? o->inner_steps : o->val_adapt_steps) : 0;
     eo.threads = threads;
     uint64_t tasks_done = 0;
-    double run_t0 = lm_now();
+    double run_t0 = lm_now(), train_secs = 0;
 
     uint32_t stop_at = o->stop_after_epochs ? LM_MIN(o->epochs, s.epoch + o->stop_after_epochs) : o->epochs;
     for (uint32_t ep = s.epoch; !rc && ep < stop_at; ep++) {
@@ -335,38 +367,66 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
         uint64_t ep_tasks = 0;
         for (uint64_t b = 0; !rc && b < nb; b++) {
             uint64_t lo = b * B, hi = LM_MIN(lo + B, ntrain);
-#pragma omp parallel num_threads(threads)
-            {
-                thr *me = &th[omp_get_thread_num()];
-                memset(me->gm, 0, pm * sizeof(float));
-                memset(me->gg, 0, pg * sizeof(float));
-                me->loss = 0;
-#pragma omp for schedule(static)
+            if (use_batch) {
+                /* gather the batch's rows in parallel, then one call does the batch */
+#pragma omp parallel for schedule(static) num_threads(threads)
                 for (uint64_t i = lo; i < hi; i++) {
-                    if (me->rc) continue;
-                    uint64_t idx = order[i];
-                    const lm_task *k = lm_dataset_task(ds, train[idx]);
-                    lm_rng tr;
-                    lm_rng_seed(&tr, o->seed ^ lm_mix64(((uint64_t)ep << 40) ^ (idx * 0x9e37ull + 1)));
-                    size_t off = 0;
-                    if (is_id) {
-                        size_t row = lm_rng_uniform(&tr) < o->id_default_frac ? ntrain : idx;
-                        off = lm_net_meta_slice(&net, row);
+                    thr *me = &th[omp_get_thread_num()];
+                    const lm_task *k = lm_dataset_task(ds, train[order[i]]);
+                    int r2 = meta_algo ? lm_rows_gather_f32(&bsup[i - lo], ds, k, LM_SPLIT_SUPPORT, &me->err) : 0;
+                    if (!r2) r2 = lm_rows_gather_f32(&bqry[i - lo], ds, k, meta_algo ? LM_SPLIT_QUERY : LM_META_SPLIT_TRAIN,
+                                                     &me->err);
+                    if (r2) me->rc = r2;
+                }
+                for (int i = 0; i < threads; i++) {
+                    th[i].loss = 0;
+                    if (i) continue;
+                    memset(th[0].gm, 0, pm * sizeof(float));
+                    memset(th[0].gg, 0, pg * sizeof(float));
+                }
+                lm_meta_batch_stats bst;
+                int ok = 1;
+                for (int i = 0; i < threads; i++) ok &= !th[i].rc;
+                if (ok) {
+                    int r2 = lm_meta_batch_f32(&net, &mo, bws, s.theta_m, s.theta_g, hi - lo, bsup, bqry, th[0].gm,
+                                               th[0].gg, NULL, &bst, &th[0].err);
+                    if (r2) th[0].rc = r2;
+                    else th[0].loss = bst.objective;
+                }
+            } else {
+    #pragma omp parallel num_threads(threads)
+                {
+                    thr *me = &th[omp_get_thread_num()];
+                    memset(me->gm, 0, pm * sizeof(float));
+                    memset(me->gg, 0, pg * sizeof(float));
+                    me->loss = 0;
+    #pragma omp for schedule(static)
+                    for (uint64_t i = lo; i < hi; i++) {
+                        if (me->rc) continue;
+                        uint64_t idx = order[i];
+                        const lm_task *k = lm_dataset_task(ds, train[idx]);
+                        lm_rng tr;
+                        lm_rng_seed(&tr, o->seed ^ lm_mix64(((uint64_t)ep << 40) ^ (idx * 0x9e37ull + 1)));
+                        size_t off = 0;
+                        if (is_id) {
+                            size_t row = lm_rng_uniform(&tr) < o->id_default_frac ? ntrain : idx;
+                            off = lm_net_meta_slice(&net, row);
+                        }
+                        int r2;
+                        if (meta_algo) {
+                            r2 = lm_rows_gather_f32(&me->sup, ds, k, LM_SPLIT_SUPPORT, &me->err);
+                            if (!r2) r2 = lm_rows_gather_f32(&me->qry, ds, k, LM_SPLIT_QUERY, &me->err);
+                        } else {
+                            me->sup.n = 0;
+                            r2 = lm_rows_gather_f32(&me->qry, ds, k, LM_META_SPLIT_TRAIN, &me->err);
+                        }
+                        if (r2) {
+                            me->rc = r2;
+                            continue;
+                        }
+                        me->loss += lm_meta_task_f32(&net, &mo, &me->ws, s.theta_m + off, s.theta_g, &me->sup, &me->qry,
+                                                     NULL, NULL, me->gm + off, me->gg, NULL, &tr);
                     }
-                    int r2;
-                    if (meta_algo) {
-                        r2 = lm_rows_gather_f32(&me->sup, ds, k, LM_SPLIT_SUPPORT, &me->err);
-                        if (!r2) r2 = lm_rows_gather_f32(&me->qry, ds, k, LM_SPLIT_QUERY, &me->err);
-                    } else {
-                        me->sup.n = 0;
-                        r2 = lm_rows_gather_f32(&me->qry, ds, k, LM_META_SPLIT_TRAIN, &me->err);
-                    }
-                    if (r2) {
-                        me->rc = r2;
-                        continue;
-                    }
-                    me->loss += lm_meta_task_f32(&net, &mo, &me->ws, s.theta_m + off, s.theta_g, &me->sup, &me->qry,
-                                                 NULL, NULL, me->gm + off, me->gg, NULL, &tr);
                 }
             }
             for (int i = 0; i < threads; i++)
@@ -379,7 +439,7 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
             double bl = 0;
             for (int i = 0; i < threads; i++) bl += th[i].loss;
             float inv = 1.0f / (float)(hi - lo);
-            for (int i = 1; i < threads; i++) {
+            for (int i = 1; i < threads && !use_batch; i++) {
                 for (size_t j = 0; j < pm; j++) th[0].gm[j] += th[i].gm[j];
                 for (size_t j = 0; j < pg; j++) th[0].gg[j] += th[i].gg[j];
             }
@@ -402,17 +462,19 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
                 p.tasks_done = tasks_done;
                 p.loss = ep_loss / (double)ep_tasks;
                 p.seconds = lm_now() - run_t0;
-                p.tasks_per_s = (double)tasks_done / (p.seconds > 0 ? p.seconds : 1e-9);
+                double busy = train_secs + (lm_now() - ep_t0);
+                p.tasks_per_s = (double)tasks_done / (busy > 0 ? busy : 1e-9);
                 double left = (double)(o->epochs - ep - 1) * (double)ntrain + (double)(ntrain - hi);
                 p.eta_seconds = left / (p.tasks_per_s > 0 ? p.tasks_per_s : 1);
                 o->progress(o->progress_ctx, &p);
             }
         }
         if (rc) break;
-        /* validation on the warm tasks' validation part */
+        /* validation on the warm tasks' validation part (not counted in the training rate) */
+        double ep_secs = lm_now() - ep_t0;
+        train_secs += ep_secs;
         lm_eval_result vr;
         if ((rc = lm_evaluate(m, ds, &eo, &vr, err))) break;
-        double ep_secs = lm_now() - ep_t0;
         int improved = vr.auc > s.best_auc || (isnan(s.best_auc) && !isnan(vr.auc));
         s.epoch = ep + 1;
         if (improved) {
@@ -440,7 +502,7 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
             p.tasks_done = tasks_done;
             p.loss = ep_loss / (double)(ep_tasks ? ep_tasks : 1);
             p.seconds = lm_now() - run_t0;
-            p.tasks_per_s = (double)tasks_done / (p.seconds > 0 ? p.seconds : 1e-9);
+            p.tasks_per_s = (double)tasks_done / (train_secs > 0 ? train_secs : 1e-9);
             p.epoch_end = 1;
             p.val_auc = vr.auc;
             p.val_loss = vr.logloss;
@@ -460,8 +522,7 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
         rep->train_tasks = ntrain;
         rep->updates = s.adam.step;
         rep->seconds = lm_now() - t0;
-        double run = lm_now() - run_t0;
-        rep->tasks_per_s = run > 0 ? (double)tasks_done / run : 0;
+        rep->tasks_per_s = train_secs > 0 ? (double)tasks_done / train_secs : 0;
         m->train_json = train_json(o, rep, threads);
     }
     if (log) fclose(log);
@@ -473,6 +534,13 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
         free(th[i].gg);
     }
     free(th);
+    for (size_t i = 0; bsup && i < LM_MIN(B, ntrain); i++) {
+        lm_rows_free_f32(&bsup[i]);
+        lm_rows_free_f32(&bqry[i]);
+    }
+    free(bsup);
+    free(bqry);
+    lm_meta_batch_ws_free(bws);
     free(all);
     free(order);
     free(train);

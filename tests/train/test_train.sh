@@ -36,6 +36,15 @@ for f in auc slices lt25 ge25 warm new logloss examples; do
     check "eval JSON has $f" grep -q "\"$f\"" "$TMP/.out"
 done
 
+# The fast engine and the per-task reference follow the same trajectory (to float rounding).
+run "$BIN" train "${common[@]}" --algo limaml --engine reference --out "$TMP/ref.st"
+check "train --engine reference" test "$rc" -eq 0
+a1=$("$BIN" eval --model "$TMP/limaml.st" --data "$TMP/ds" --adapt-steps 3 --json | sed -n 's/.*"auc":\([0-9.]*\).*/\1/p')
+a2=$("$BIN" eval --model "$TMP/ref.st" --data "$TMP/ds" --adapt-steps 3 --json | sed -n 's/.*"auc":\([0-9.]*\).*/\1/p')
+check "fast and reference engines agree on test AUC ($a1 vs $a2)" awk -v a="${a1:-0}" -v b="${a2:-1}" 'BEGIN { d = a - b; exit !(d < 0.01 && d > -0.01) }'
+run "$BIN" train "${common[@]}" --algo maml --engine fast --out "$TMP/x.st"
+check "--engine fast refuses MAML with a reason" grep -q "engine fast" "$TMP/.err"
+
 # Same seed, same threads: the same bytes. Another seed: different.
 run "$BIN" train "${common[@]}" --algo limaml --out "$TMP/again.st"
 check "same seed and threads give the same model" cmp -s "$TMP/limaml.st" "$TMP/again.st"
