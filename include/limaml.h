@@ -430,6 +430,147 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
 /* The task's index in the dataset, or LM_ENOTFOUND. */
 int lm_dataset_find_task(const lm_dataset *ds, const char *key, size_t len, uint64_t *task);
 
+/* ============================================================================================
+ * store: versioned task embeddings (lmdb://PATH, redis://HOST:PORT/DB)
+ * ========================================================================================== */
+
+/* How vectors are stored. */
+enum {
+    LM_STORE_ENC_F32 = 0, /* 4 E bytes, exact */
+    LM_STORE_ENC_F16 = 1, /* 2 E bytes, IEEE half, round to nearest even; |x| < 65520 */
+    LM_STORE_ENC_I8 = 2,  /* 4 + E bytes: a float scale (max |x| / 127), then E int8 */
+};
+/* "f32", "f16", "int8"; NULL for an unknown code. */
+const char *lm_store_enc_name(int enc);
+/* Parse "f32", "f16" or "int8" (also "float32", "float16", "i8"). */
+int lm_store_enc_parse(const char *name, int *enc, lm_err *err);
+
+/* lm_store_open flags. */
+enum {
+    LM_STORE_CREATE = 1,        /* create the store when missing (a writer's open) */
+    LM_STORE_READONLY = 2,      /* never write (a server's open; LMDB opens MDB_RDONLY) */
+    LM_STORE_ALLOW_NEW_DIM = 4, /* let a new version have another E than the current one */
+};
+
+#define LM_STORE_VERSION_MAX 64  /* version names: [A-Za-z0-9._-]{1,64} */
+#define LM_STORE_MODEL_ID_MAX 128
+#define LM_STORE_KEY_MAX 511     /* task keys: 1..511 bytes (LMDB's key limit, for both) */
+
+/* A version's record. */
+typedef struct lm_store_version {
+    char name[LM_STORE_VERSION_MAX + 1];
+    char model_id[LM_STORE_MODEL_ID_MAX + 1]; /* the model's identity, e.g. its checksum */
+    uint32_t dim;        /* E */
+    int encoding;        /* LM_STORE_ENC_... */
+    uint64_t count;      /* keys written (all of them once complete) */
+    uint64_t seq;        /* creation order in this store, from 1 */
+    int64_t created;     /* Unix seconds */
+    int64_t published;   /* Unix seconds; 0 until published */
+    int complete;        /* 1 once published */
+    int current;         /* 1 for the version readers see */
+} lm_store_version;
+
+typedef struct lm_store lm_store;
+typedef struct lm_store_writer lm_store_writer;
+
+/* Open the store at `url`:
+ *   lmdb://PATH[?mapsize=SIZE]   a folder holding an LMDB environment (PATH relative or
+ *                                absolute, lmdb:///abs/path); mapsize caps the file (K, M, G,
+ *                                T suffixes; default 1T, sparse): past it writes fail "full"
+ *   redis://[[USER]:PASS@]HOST[:PORT][/DB][?prefix=P&timeout_ms=N&lease_ms=N]
+ *                                port 6379, DB 0 and prefix "lm" by default
+ * A malformed URL is LM_EINVAL with a message naming the part that is wrong; a store that is
+ * not there is LM_ENOTFOUND unless LM_STORE_CREATE; an unreachable server is LM_EIO.
+ * @note One handle per store per process (LMDB forbids opening an environment twice in a
+ * process; a second open is refused). A handle is used by one thread at a time; it may move
+ * between threads. Close with lm_store_close. */
+int lm_store_open(lm_store **out, const char *url, int flags, lm_err *err);
+/* Close the store; a writer still open is aborted (its version dropped). NULL does nothing. */
+void lm_store_close(lm_store *s);
+/* The URL the store was opened with, a password masked; valid while the store is open. */
+const char *lm_store_url(const lm_store *s);
+
+/* ---- writing a version ------------------------------------------------------------------- */
+
+/* Start writing version `version` of E-float vectors stored as `encoding`, made by the model
+ * `model_id` (any text up to LM_STORE_MODEL_ID_MAX bytes; "" when unknown). The version is
+ * written beside the current one, which readers keep seeing until lm_store_publish.
+ * A complete version of that name, or one another live writer holds, is LM_EEXIST; a
+ * half-written version left by a dead writer is removed first (so are any others).
+ * E unlike the current version's is LM_EMISMATCH unless the store was opened with
+ * LM_STORE_ALLOW_NEW_DIM.
+ * @note One writer per store handle at a time; it must end with lm_store_publish or
+ * lm_store_abort, which free it. */
+int lm_store_begin_version(lm_store *s, const char *version, uint32_t dim, int encoding,
+                           const char *model_id, lm_store_writer **out, lm_err *err);
+
+/* Add `n` vectors in one transaction: keys[i] (key_lens[i] bytes, 1..LM_STORE_KEY_MAX) gets
+ * vectors[i * E .. i * E + E); vectors: (n, E). Pass keys in ascending byte order (memcmp,
+ * a prefix before its extensions), across batches too: they are then appended, which is
+ * several times faster; keys out of order are accepted, slower. A key written twice in a
+ * version, a NaN or infinite element, or (f16) |x| >= 65520 is LM_EINVAL. The batch is not
+ * yet durable; lm_store_publish is.
+ * @note The writer keeps a sticky error: after any failure only lm_store_abort is left. */
+int lm_store_put_batch(lm_store_writer *w, const char *const *keys, const size_t *key_lens,
+                       const float *vectors, size_t n, lm_err *err);
+
+/* Make the version durable (LMDB: one fsync), then atomically make it current, then remove
+ * old versions beyond the `keep` most recent besides the new current one. Readers see the old
+ * version or the new one, whole. If publishing fails, the current version is untouched and the
+ * half-written one is removed (or left for lm_store_gc). A failing clean-up of old versions
+ * does not fail the publish.
+ * @note Frees `w` whatever the result. */
+int lm_store_publish(lm_store_writer *w, uint32_t keep, lm_err *err);
+
+/* Drop the half-written version (best effort: lm_store_gc removes what is left) and free `w`.
+ * NULL does nothing. */
+void lm_store_abort(lm_store_writer *w);
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+/* The current version's record; LM_ENOTFOUND when nothing was published yet. */
+int lm_store_current(lm_store *s, lm_store_version *info, lm_err *err);
+
+/* Read task `key` from the current version into out: (dim) floats; *found is 0 (out zeroed)
+ * when the task has no vector. `dim` is the model's E: a version of another E is LM_EMISMATCH.
+ * LM_ENOTFOUND when nothing was published. */
+int lm_store_get(lm_store *s, const char *key, size_t len, float *out, size_t dim, int *found,
+                 lm_err *err);
+/* The same from the complete version `version` (an incomplete one is LM_ENOTFOUND). */
+int lm_store_get_version(lm_store *s, const char *version, const char *key, size_t len,
+                         float *out, size_t dim, int *found, lm_err *err);
+/* Read n keys at once from one version, all of them from the same one even while another
+ * process publishes: `version` or, when NULL, the current one. out: (n, dim); found: (n) 0/1.
+ * `read` (may be NULL) gets the record of the version read. */
+int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys,
+                       const size_t *key_lens, size_t n, float *out, size_t dim,
+                       uint8_t *found, lm_store_version *read, lm_err *err);
+
+/* ---- inspecting and cleaning --------------------------------------------------------------- */
+
+/* Every version, complete or not, oldest first. @note *out is one malloc'd array: free(). */
+int lm_store_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *err);
+
+/* Remove complete versions older than the current one beyond the `keep` most recent, and
+ * half-written versions whose writer is gone (LMDB: its process ended; Redis: its lease
+ * expired). *removed (may be NULL) gets the number removed. */
+int lm_store_gc(lm_store *s, uint32_t keep, size_t *removed, lm_err *err);
+
+typedef struct lm_store_verify_report {
+    lm_store_version version;
+    uint64_t keys;         /* keys found */
+    uint64_t bad_size;     /* values of the wrong length */
+    uint64_t bad_value;    /* values that decode to NaN or infinity, or a bad int8 scale */
+    uint64_t bad_key;      /* keys empty or longer than LM_STORE_KEY_MAX */
+    int meta_ok;           /* record valid, count matches, current points to a complete one */
+    char first_problem[512];
+} lm_store_verify_report;
+
+/* Check version `version` (NULL: the current one): every value decodes to E finite floats,
+ * the key count matches the record, the record is valid. LM_EFORMAT (message: the first
+ * problem) when anything is wrong; the report is filled either way. */
+int lm_store_verify(lm_store *s, const char *version, lm_store_verify_report *rep, lm_err *err);
+
 #ifdef __cplusplus
 }
 #endif
