@@ -397,7 +397,11 @@ enum {
     LM_ADAPT_VAL = 0,       /* the task's validation part (the protocol's fine-tuning) */
     LM_ADAPT_TRAIN_VAL = 1, /* train and validation parts: the recent-window variant */
     LM_ADAPT_TRAIN = 2,     /* the train part */
+    LM_ADAPT_ALL = 3,       /* every row of the task (embedding generation on recent logs) */
 };
+
+/* How a task's adapted meta block outputs become its one stored embedding (appendix A.4). */
+enum { LM_POOL_LATEST = 0, LM_POOL_MEAN = 1, LM_POOL_MAX = 2, LM_POOL_COS = 3 };
 
 typedef struct lm_eval_opts {
     uint32_t adapt_steps;   /* k; 0: score the trained model as is */
@@ -423,10 +427,12 @@ typedef struct lm_eval_result {
 int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, lm_eval_result *res,
                 lm_err *err);
 
-/* Adapt the model to one task (k steps at alpha on its rows of `adapt_from`) and write the
- * meta embedding of its latest adaptation example into emb: (E). */
+/* Adapt the model's meta block to one task (k steps at alpha on its rows of `adapt_from`;
+ * UINT32_MAX steps and task_lr <= 0: the model's own) and write its meta embedding, pooled as
+ * `pool` says (LM_POOL_LATEST: the output on the latest adaptation example), into emb: (E).
+ * The same computation as lm_embed's, bit for bit. */
 int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32_t steps, double task_lr,
-                  int adapt_from, float *emb, lm_err *err);
+                  int adapt_from, int pool, float *emb, lm_err *err);
 /* The task's index in the dataset, or LM_ENOTFOUND. */
 int lm_dataset_find_task(const lm_dataset *ds, const char *key, size_t len, uint64_t *task);
 
@@ -570,6 +576,50 @@ typedef struct lm_store_verify_report {
  * the key count matches the record, the record is valid. LM_EFORMAT (message: the first
  * problem) when anything is wrong; the report is filled either way. */
 int lm_store_verify(lm_store *s, const char *version, lm_store_verify_report *rep, lm_err *err);
+
+/* ============================================================================================
+ * embed: daily meta-embedding generation (Algorithm 2b) into a feature store
+ * ========================================================================================== */
+
+typedef struct lm_embed_progress {
+    uint64_t tasks_done, tasks;
+    double seconds, tasks_per_s;
+} lm_embed_progress;
+
+typedef struct lm_embed_opts {
+    const char *version;       /* the version written and published */
+    uint32_t steps;            /* k; UINT32_MAX: the model's inner steps */
+    double task_lr;            /* alpha; <= 0: the model's */
+    int adapt_from;            /* LM_ADAPT_ALL (default): every row; or a part */
+    double window_days;        /* only rows within X days of the dataset's newest; 0: all */
+    int pool;                  /* LM_POOL_... */
+    int encoding;              /* LM_STORE_ENC_... */
+    uint32_t keep;             /* old versions kept after publishing */
+    int threads;               /* 0: all cores */
+    int only_changed;          /* recompute only tasks with a row after changed_since; carry
+                                * the others over from the current version */
+    double changed_since;      /* Unix seconds (the dataset's time unit) */
+    size_t chunk;              /* tasks per store batch (default 16384) */
+    void (*progress)(void *ctx, const lm_embed_progress *p);
+    void *progress_ctx;
+} lm_embed_opts;
+
+void lm_embed_opts_default(lm_embed_opts *o);
+
+typedef struct lm_embed_report {
+    uint64_t tasks;            /* tasks of the dataset */
+    uint64_t written;          /* embeddings written */
+    uint64_t computed;         /* of which computed now */
+    uint64_t carried;          /* of which carried over from the previous version */
+    uint64_t empty;            /* tasks with no rows in the window (left out) */
+    double seconds, tasks_per_s;
+} lm_embed_report;
+
+/* Compute every task's meta embedding and publish them as one new version of the store; on
+ * any error the version is dropped and the current one keeps serving. Memory: one chunk of
+ * tasks at a time, whatever the number of tasks. */
+int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o, lm_embed_report *rep,
+             lm_err *err);
 
 #ifdef __cplusplus
 }

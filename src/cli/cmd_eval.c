@@ -11,6 +11,7 @@ static int parse_from(const char *s)
     if (!strcmp(s, "val")) return LM_ADAPT_VAL;
     if (!strcmp(s, "train+val")) return LM_ADAPT_TRAIN_VAL;
     if (!strcmp(s, "train")) return LM_ADAPT_TRAIN;
+    if (!strcmp(s, "all")) return LM_ADAPT_ALL;
     return -1;
 }
 
@@ -106,7 +107,7 @@ int cmd_adapt(int argc, char **argv)
         "only) and print the meta embedding of its latest adaptation example as JSON.",
         "A composite task key joins its columns' values with '|' (e.g. 42|Drama).",
     };
-    const char *model, *data, *task, *from;
+    const char *model, *data, *task, *from, *pool;
     uint64_t steps;
     double task_lr;
     cli_opt opts[] = {
@@ -115,7 +116,8 @@ int cmd_adapt(int argc, char **argv)
         {"task", CLI_STR, &task, "KEY", NULL, 1, "the task's key"},
         {"steps", CLI_U64, &steps, "K", "the model's", 0, "adaptation steps"},
         {"task-lr", CLI_F64, &task_lr, "A", "the model's", 0, "adaptation learning rate"},
-        {"adapt-from", CLI_STR, &from, "PART", "train+val", 0, "rows: val, train+val or train"},
+        {"adapt-from", CLI_STR, &from, "PART", "train+val", 0, "rows: val, train+val, train or all"},
+        {"pool", CLI_STR, &pool, "P", "latest", 0, "latest, mean, max or cos (appendix A.4)"},
         {0},
     };
     steps = UINT64_MAX; /* the model's */
@@ -124,6 +126,9 @@ int cmd_adapt(int argc, char **argv)
     if (pr) return pr == 1 ? 0 : 2;
     int af = parse_from(from);
     if (af < 0) return cli_usage_error(&cmd, "--adapt-from must be val, train+val or train, not '%s'", from);
+    int pk = !strcmp(pool, "latest") ? LM_POOL_LATEST : !strcmp(pool, "mean") ? LM_POOL_MEAN
+           : !strcmp(pool, "max") ? LM_POOL_MAX : !strcmp(pool, "cos") ? LM_POOL_COS : -1;
+    if (pk < 0) return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
     int given_steps = steps != UINT64_MAX, given_lr = task_lr != -1;
     if (given_steps && steps > 100000) return cli_usage_error(&cmd, "--steps must be at most 100000");
     if (given_lr && !(task_lr > 0)) return cli_usage_error(&cmd, "--task-lr must be > 0");
@@ -149,7 +154,7 @@ int cmd_adapt(int argc, char **argv)
     }
     size_t E = lm_model_emb_dim(m);
     float *emb = malloc(E * sizeof *emb);
-    rc = emb ? lm_adapt_task(m, ds, t, given_steps ? (uint32_t)steps : UINT32_MAX, given_lr ? task_lr : -1, af, emb, &err)
+    rc = emb ? lm_adapt_task(m, ds, t, given_steps ? (uint32_t)steps : UINT32_MAX, given_lr ? task_lr : -1, af, pk, emb, &err)
              : LM_ENOMEM;
     if (!rc) {
         printf("{\"task\":\"%s\",\"embedding\":[", task);

@@ -25,6 +25,7 @@ static int in_adapt(int adapt_from, int split)
     switch (adapt_from) {
     case LM_ADAPT_VAL: return split == LM_SPLIT_VAL;
     case LM_ADAPT_TRAIN: return split == LM_SPLIT_SUPPORT || split == LM_SPLIT_QUERY;
+    case LM_ADAPT_ALL: return 1;
     default: return split != LM_SPLIT_TEST;
     }
 }
@@ -67,6 +68,9 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     if (rc) return rc;
     if (o->score_split != LM_SPLIT_TEST && o->score_split != LM_SPLIT_VAL)
         return lm_err_set(err, LM_EINVAL, "evaluate: the scored split must be test or val");
+    if (o->adapt_from == LM_ADAPT_ALL || (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
+        (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL))
+        return lm_err_set(err, LM_EINVAL, "evaluate: the adaptation rows include the scored rows");
     const lm_net *net = &m->net;
     uint64_t ntasks = lm_dataset_ntasks(ds);
     /* Positions of every task's scored rows in the pooled arrays. */
@@ -186,7 +190,7 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
 }
 
 int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32_t steps, double task_lr,
-                  int adapt_from, float *emb, lm_err *err)
+                  int adapt_from, int pool, float *emb, lm_err *err)
 {
     int rc = lm_model_check_dataset(m, ds, err);
     if (rc) return rc;
@@ -199,7 +203,11 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
     lm_meta_ws_f32 ws = {0};
     lm_rows_f32 ad = {0};
     float *tm = malloc((net->meta_task_np + 1) * sizeof(float));
-    if (!tm) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    float *scratch = malloc((rows * net->E + 1) * sizeof(float));
+    if (!tm || !scratch) {
+        free(tm), free(scratch);
+        return lm_err_set(err, LM_ENOMEM, "out of memory");
+    }
     rc = lm_meta_ws_alloc_f32(&ws, net, rows, 1, 0, err);
     if (!rc) rc = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, rows, err);
     if (!rc) {
@@ -208,16 +216,11 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
         size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
         memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
         gather(&ad, ds, k, adapt_from, LM_SPLIT_TEST, 0, 0);
-        if (ad.n == 0) {
-            rc = lm_err_set(err, LM_ENOTFOUND, "adapt: the task has no rows to adapt on");
-        } else {
-            /* Only the meta block is adapted for the embedding (Algorithm 2b), whatever trained it. */
-            lm_meta_adapt_f32(net, &ws, LM_ALGO_LIMAML, steps, alpha, tm, m->theta_g, &ad, tm, NULL, LM_DROPOUT_OFF, NULL);
-            lm_net_embed_f32(net, &ws, tm, ad.meta + (ad.n - 1) * ad.nmeta, 1, emb);
-        }
+        if (ad.n == 0) rc = lm_err_set(err, LM_ENOTFOUND, "adapt: the task has no rows to adapt on");
+        else lm_meta_task_embedding(net, &ws, tm, m->theta_g, &ad, steps, alpha, pool, scratch, emb);
     }
     lm_meta_ws_free_f32(&ws);
     lm_rows_free_f32(&ad);
-    free(tm);
+    free(tm), free(scratch);
     return rc;
 }

@@ -182,4 +182,19 @@ size_t lm_task_split_rows(const lm_task *t, int split);
 #undef REAL
 #undef LM_META_FN
 
+/* ============================================================================================
+ * meta embeddings (Algorithm 2b)
+ * ========================================================================================== */
+
+#define LM_EMBED_MAX_DIM 4096
+
+/* Adapt theta_m (P_m, the task's slice: modified in place) with `steps` SGD steps at alpha on
+ * rows r (n >= 1; LiMAML: the meta block only), then pool the adapted meta block's outputs
+ * into out: (E): LM_POOL_LATEST (the latest row's output, the default), _MEAN, _MAX, or _COS
+ * (a mean weighted by each output's cosine similarity with the latest one's). scratch: (n, E)
+ * for the pooled kinds (unused for LATEST). The workspace needs max_rows >= r->n. */
+void lm_meta_task_embedding(const lm_net *n, lm_meta_ws_f32 *ws, float *theta_m, const float *theta_g,
+                            const lm_rows_f32 *r, uint32_t steps, double alpha, int pool, float *scratch,
+                            float *out);
+
 #endif
