@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# test_embed.sh: `limaml embed` and `limaml store` end to end: stored embeddings equal `limaml
+# adapt` bit for bit; a run killed with SIGKILL leaves the previous version serving, whole;
+# LMDB and Redis hold identical vectors; incremental runs carry unchanged tasks over; bad
+# URLs, a model of another embedding size and a full disk fail clearly and lose nothing.
+# Environment: LM_BIN, LM_TMP, LM_SRC. Redis is required unless LM_SKIP_REDIS=1.
+set -u
+BIN=${LM_BIN:?LM_BIN must name the limaml binary}
+SRC=${LM_SRC:?LM_SRC must name the source folder}
+TMP=${LM_TMP:-/tmp/limaml-test}/test_embed.$$
+rm -rf "$TMP"
+mkdir -p "$TMP"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok: $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -3 "$TMP/.err" 2>/dev/null)"; fi; }
+run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
+redis_dir="$TMP/redis"
+cleanup() { bash "$SRC/scripts/redis-test-server.sh" stop "$redis_dir" >/dev/null 2>&1; }
+trap cleanup EXIT
+
+"$BIN" synth --tasks 1500 --mean-examples 20 --seed 3 --out "$TMP/log.csv" >/dev/null
+"$BIN" prepare --schema "$TMP/log.csv.schema.json" --in "$TMP/log.csv" --out "$TMP/ds" >/dev/null
+run "$BIN" train --data "$TMP/ds" --epochs 2 --lr 0.01 --quiet --out "$TMP/m.st"
+check "train" test "$rc" -eq 0
+L="lmdb://$TMP/store"
+
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "$L" --version v1 --steps 2 --quiet
+check "embed v1 into LMDB" test "$rc" -eq 0
+check "  ... reports every task" grep -q "1500 embeddings" "$TMP/.out"
+keys=$(cut -d, -f1 "$TMP/log.csv" | sed 1d | sort -u | head -6)
+same=1
+for k in $keys; do
+    a=$("$BIN" store get --store "$L" --key "$k" | sed 's/.*"embedding"://')
+    b=$("$BIN" adapt --model "$TMP/m.st" --data "$TMP/ds" --task "$k" --steps 2 --adapt-from all | sed 's/.*"embedding"://')
+    [ -n "$a" ] && [ "$a" = "$b" ] || { same=0; echo "  task $k: store $a / adapt $b"; }
+done
+check "stored embeddings equal limaml adapt, bit for bit (6 tasks)" test "$same" -eq 1
+run "$BIN" store verify --store "$L"
+check "store verify: ok" grep -q "1500 keys, 0 bad sizes, 0 bad values, 0 bad keys, record ok" "$TMP/.out"
+
+# Killed half way: the previous version keeps serving, whole.
+before=$("$BIN" store get --store "$L" --key "$(echo "$keys" | head -1)")
+"$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "$L" --version v2 --steps 3000 --chunk 64 --threads 1 --quiet \
+    >/dev/null 2>&1 &
+pid=$!
+sleep 1
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+run "$BIN" store ls --store "$L"
+check "after SIGKILL, v1 is still current" grep -q "^v1 .*\*" "$TMP/.out"
+check "  ... and v2 was begun but is not complete" grep -q "^v2 .*partial" "$TMP/.out"
+after=$("$BIN" store get --store "$L" --key "$(echo "$keys" | head -1)")
+check "  ... a task reads the same as before" test "$before" = "$after"
+run "$BIN" store verify --store "$L"
+check "  ... and v1 verifies" test "$rc" -eq 0
+run "$BIN" store gc --store "$L" --keep 1
+check "gc removes the half-written version" bash -c "! '$BIN' store ls --store '$L' | grep -q '^v2'"
+
+# Incremental: nothing changed after the newest example: everything is carried over.
+newest=$(cut -d, -f2 "$TMP/log.csv" | sed 1d | sort -n | tail -1)
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "$L" --version v3 --steps 2 --only-changed-since "$newest" --quiet
+check "embed --only-changed-since the newest: all carried over" grep -q "0 computed, 1500 carried over" "$TMP/.out"
+k1=$(echo "$keys" | head -1)
+a=$("$BIN" store get --store "$L" --key "$k1" --version v1 | sed 's/.*"embedding"://')
+b=$("$BIN" store get --store "$L" --key "$k1" --version v3 | sed 's/.*"embedding"://')
+check "  ... with the same vectors" test "$a" = "$b"
+
+# f16 and int8 encodings round trip within their precision.
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "lmdb://$TMP/store16" --version h --steps 2 --encoding f16 --quiet
+check "embed --encoding f16" test "$rc" -eq 0
+h=$("$BIN" store get --store "lmdb://$TMP/store16" --key "$k1" | sed 's/.*\[//; s/\].*//')
+f=$("$BIN" store get --store "$L" --key "$k1" --version v1 | sed 's/.*\[//; s/\].*//')
+check "  ... within half precision of f32" python3 -c "
+import sys
+a=[float(x) for x in '$h'.split(',')]; b=[float(x) for x in '$f'.split(',')]
+sys.exit(0 if len(a)==len(b) and all(abs(x-y) <= 1e-3*max(1,abs(y)) for x,y in zip(a,b)) else 1)"
+
+# Errors.
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "foo://x" --version z --quiet
+check "a bad URL: exit 1 naming the scheme" bash -c "[ $rc -eq 1 ] && grep -q 'foo' '$TMP/.err'"
+touch "$TMP/afile"
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "lmdb://$TMP/afile" --version z --quiet
+check "a store path that is a file: exit 1" test "$rc" -eq 1
+run "$BIN" train --data "$TMP/ds" --epochs 1 --quiet --meta-block mlp:8,8 --out "$TMP/m8.st"
+run "$BIN" embed --model "$TMP/m8.st" --data "$TMP/ds" --store "$L" --version e8 --quiet
+check "a model of another embedding size is refused" test "$rc" -eq 1
+run "$BIN" store ls --store "$L"
+check "  ... and v3 still serves" grep -q "^v3 .*\*" "$TMP/.out"
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "lmdb://$TMP/tiny?mapsize=64K" --version full --steps 1 --quiet
+check "a full store fails with a clear message" bash -c "[ $rc -eq 1 ] && grep -qi 'full' '$TMP/.err'"
+run "$BIN" store get --store "$L" --key no-such-task
+check "get of an unknown task: exit 1 naming it" grep -q "no-such-task" "$TMP/.err"
+
+# Redis holds the same vectors as LMDB.
+if port=$(bash "$SRC/scripts/redis-test-server.sh" start "$redis_dir" 2>"$TMP/.err"); then
+    R="redis://127.0.0.1:$port/0"
+    run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "$R" --version v1 --steps 2 --quiet
+    check "embed into Redis" test "$rc" -eq 0
+    same=1
+    for k in $keys; do
+        a=$("$BIN" store get --store "$L" --key "$k" --version v1)
+        b=$("$BIN" store get --store "$R" --key "$k")
+        [ -n "$a" ] && [ "$a" = "$b" ] || same=0
+    done
+    check "LMDB and Redis give identical vectors" test "$same" -eq 1
+elif [ "${LM_SKIP_REDIS:-0}" = 1 ]; then
+    echo "skip: Redis (LM_SKIP_REDIS=1)"
+else
+    bad "redis-server could not be started (install redis-server, or LM_SKIP_REDIS=1)"
+fi
+
+cleanup
+rm -rf "$TMP"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
