@@ -17,4 +17,10 @@ echo "== 3. train the plain baseline and LiMAML (n = 1 inner step, second order)
 echo "== 4. test AUC: plain as served, LiMAML with its meta embedding adapted on each member's recent examples"
 "$bin" eval --model "$out/plain.safetensors" --data "$out/dataset"
 "$bin" eval --model "$out/limaml.safetensors" --data "$out/dataset" --adapt-steps 3
+echo "== 5. daily meta-embedding generation into the embedded feature store (LMDB)"
+"$bin" embed --model "$out/limaml.safetensors" --data "$out/dataset" --store "lmdb://$out/store" --version day1 --steps 3 --quiet
+"$bin" store ls --store "lmdb://$out/store"
+member=$(sed -n 2p "$out/log.csv" | cut -d, -f1)
+echo "member $member's served embedding:"
+"$bin" store get --store "lmdb://$out/store" --key "$member"
 echo "demo: all outputs are in $out"
