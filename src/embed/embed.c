@@ -1,7 +1,11 @@
-/* embed.c: `limaml embed`. Tasks are taken a chunk at a time in the dataset's order; the
- * chunk's embeddings are computed in parallel (each thread adapting its own copy of the meta
- * block), sorted by key, and written as one store batch. The store's publish is the one durable
- * point: a run that fails or is killed leaves the previous version serving. */
+/* embed.c: `limaml embed`. Tasks are taken in key order, a partition of 64 chunks at a time;
+ * a chunk's embeddings are computed in parallel (each thread adapting its own copy of the meta
+ * block, with the fast engine of meta/batch_embed.h where it serves) and written as one store
+ * batch by one thread while the others compute the next chunk. The store's publish is the one
+ * durable point: a run that fails or is killed leaves the previous version serving. Memory: a
+ * partition's task order (16 bytes a task), two chunks of vectors and one workspace per
+ * thread, whatever the number of tasks. */
+#include "meta/batch_embed.h"
 #include "meta/model.h"
 
 #include <inttypes.h>
@@ -40,9 +44,9 @@ static void gather(lm_rows_f32 *r, const lm_dataset *ds, const lm_task *t, int a
         lm_row_view v = lm_dataset_row(ds, t->first + i);
         if (!in_part(adapt_from, v.split) || v.time < since) continue;
         size_t j = r->n++;
-        memcpy(r->meta + j * r->nmeta, v.meta, r->nmeta * sizeof(float));
-        memcpy(r->dense + j * r->ndense, v.dense, r->ndense * sizeof(float));
-        memcpy(r->cat + j * r->ncat, v.cat, r->ncat * sizeof(uint32_t));
+        if (r->nmeta) memcpy(r->meta + j * r->nmeta, v.meta, r->nmeta * sizeof(float));
+        if (r->ndense) memcpy(r->dense + j * r->ndense, v.dense, r->ndense * sizeof(float));
+        if (r->ncat) memcpy(r->cat + j * r->ncat, v.cat, r->ncat * sizeof(uint32_t));
         r->label[j] = v.label;
     }
 }
@@ -55,19 +59,296 @@ static void model_id(const lm_model *m, char *out, size_t n)
     snprintf(out, n, "%s:%016" PRIx64, lm_train_algo_name(m->algo), b);
 }
 
-typedef struct keyref {
-    const char *key;
-    size_t len;
-    uint32_t slot; /* row of the chunk's vectors */
-} keyref;
+/* ============================================================================================
+ * tasks in key order, a partition at a time
+ * ========================================================================================== */
 
-static int cmp_keyref(const void *a, const void *b)
+/* The store appends keys that arrive in ascending byte order across its batches, about 20
+ * times faster than it inserts them elsewhere (LMDB: 1.9 M against 0.1 M puts per second for a
+ * million keys in batches of 16 K); the dataset holds its tasks in hash order. So the tasks are
+ * taken in key order: each partition is the next EMBED_PART_CHUNKS store batches' worth of
+ * tasks by key (a million for the default batch of 16 K), found by one scan of the task table
+ * that keeps the smallest keys above the previous partition's last in a max-heap, then sorted.
+ * Memory stays 16 bytes per task of a partition whatever the number of tasks; each scan reads
+ * every task's key once. */
+#define EMBED_PART_CHUNKS 64
+
+/* A task and the first 8 bytes of its key, big-endian and zero-padded: a coarsening of the
+ * keys' byte order, so most comparisons are one integer comparison. */
+typedef struct keyrec {
+    uint64_t pre;
+    uint64_t task;
+} keyrec;
+
+static keyrec keyrec_of(const lm_dataset *ds, uint64_t t)
 {
-    const keyref *x = a, *y = b;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(x->key, y->key, n);
-    return c ? c : (x->len < y->len ? -1 : x->len > y->len);
+    size_t len;
+    const char *k = lm_dataset_task_key(ds, lm_dataset_task(ds, t), &len);
+    uint64_t p = 0;
+    for (size_t i = 0; i < 8; i++) p = p << 8 | (i < len ? (uint8_t)k[i] : 0);
+    return (keyrec){p, t};
 }
+
+/* Byte order of the keys (a prefix before its extensions), as the store sorts them. */
+static int keyrec_cmp(const void *a, const void *b, void *ctx)
+{
+    const keyrec *x = a, *y = b;
+    if (x->pre != y->pre) return x->pre < y->pre ? -1 : 1;
+    const lm_dataset *ds = ctx;
+    size_t lx, ly;
+    const char *kx = lm_dataset_task_key(ds, lm_dataset_task(ds, x->task), &lx);
+    const char *ky = lm_dataset_task_key(ds, lm_dataset_task(ds, y->task), &ly);
+    int c = memcmp(kx, ky, LM_MIN(lx, ly));
+    return c ? c : (lx < ly ? -1 : lx > ly);
+}
+
+static void heap_down(keyrec *h, size_t n, size_t i, const lm_dataset *ds)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, big = i;
+        if (l < n && keyrec_cmp(&h[l], &h[big], (void *)ds) > 0) big = l;
+        if (l + 1 < n && keyrec_cmp(&h[l + 1], &h[big], (void *)ds) > 0) big = l + 1;
+        if (big == i) return;
+        keyrec t = h[i];
+        h[i] = h[big], h[big] = t, i = big;
+    }
+}
+
+/* part: (cap) set to the (at most) cap tasks with the smallest keys above lo's (NULL: all), in
+ * ascending key order; returns how many. Task keys are unique (prepare groups by key). */
+static size_t next_partition(const lm_dataset *ds, const keyrec *lo, keyrec *part, size_t cap)
+{
+    uint64_t ntasks = lm_dataset_ntasks(ds);
+    size_t n = 0;
+    for (uint64_t t = 0; t < ntasks; t++) {
+        keyrec r = keyrec_of(ds, t);
+        if (lo && keyrec_cmp(&r, lo, (void *)ds) <= 0) continue;
+        if (n < cap) {
+            part[n++] = r;
+            if (n == cap) /* full: a max-heap from now on */
+                for (size_t i = cap / 2; i-- > 0;) heap_down(part, cap, i, ds);
+        } else if (keyrec_cmp(&r, &part[0], (void *)ds) < 0) {
+            part[0] = r;
+            heap_down(part, cap, 0, ds);
+        }
+    }
+    qsort_r(part, n, sizeof *part, keyrec_cmp, (void *)ds);
+    return n;
+}
+
+/* ============================================================================================
+ * one thread's embedding of a task: the fast engine where it serves, else the reference
+ * ========================================================================================== */
+
+/* The fast engine (meta/batch_embed.h) keeps the layer-0 product of tasks up to this many rows
+ * (16 K rows: 4 MB per thread for the default net); larger tasks recompute it, same bits. */
+#define EMBED_KEEP_ROWS 16384
+
+typedef struct task_embedder {
+    const lm_model *m;
+    const lm_meta_embed_plan *plan; /* NULL: the reference */
+    lm_meta_embed_ws *ews;
+    lm_meta_ws_f32 rws;
+    float *tm, *scratch;
+    lm_rows_f32 r;
+} task_embedder;
+
+static void embedder_free(task_embedder *te)
+{
+    lm_meta_embed_ws_free(te->ews);
+    lm_meta_ws_free_f32(&te->rws);
+    lm_rows_free_f32(&te->r);
+    free(te->tm), free(te->scratch);
+    memset(te, 0, sizeof *te);
+}
+
+static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_embed_plan *plan, size_t maxrows,
+                         lm_err *err)
+{
+    const lm_net *net = &m->net;
+    memset(te, 0, sizeof *te);
+    te->m = m, te->plan = plan;
+    int rc = lm_rows_alloc_f32(&te->r, net->nmeta, net->ndense, net->ncat, maxrows, err);
+    if (!rc && plan) rc = lm_meta_embed_ws_alloc(&te->ews, net, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
+    if (!rc && !plan) {
+        te->tm = malloc((net->meta_task_np + 1) * sizeof(float));
+        te->scratch = malloc((maxrows * net->E + 1) * sizeof(float));
+        rc = !te->tm || !te->scratch ? lm_err_set(err, LM_ENOMEM, "out of memory")
+                                     : lm_meta_ws_alloc_f32(&te->rws, net, maxrows, 1, 0, err);
+    }
+    if (rc) embedder_free(te);
+    return rc;
+}
+
+/* The embedding of te->r, task key `key`, into out: (E). */
+static void embedder_run(task_embedder *te, const char *key, size_t klen, uint32_t steps, double alpha, int pool,
+                         float *out)
+{
+    const lm_net *net = &te->m->net;
+    if (te->plan) {
+        lm_meta_embed_f32(te->plan, te->ews, &te->r, steps, alpha, pool, out);
+        return;
+    }
+    size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(te->m, key, klen)) : 0;
+    memcpy(te->tm, te->m->theta_m + off, net->meta_task_np * sizeof(float));
+    lm_meta_task_embedding(net, &te->rws, te->tm, te->m->theta_g, &te->r, steps, alpha, pool, te->scratch, out);
+}
+
+/* ============================================================================================
+ * a run: chunks of a partition computed in parallel, written by one thread meanwhile
+ * ========================================================================================== */
+
+/* One chunk's results: its tasks in key order, a vector and a state each. */
+typedef struct chunk_buf {
+    const keyrec *tasks;
+    size_t n;
+    uint64_t done;  /* tasks up to this chunk's end, in key order (for progress) */
+    float *vec;     /* (chunk, E) */
+    uint8_t *state; /* (chunk): 0 empty, 1 computed, 2 to carry over */
+} chunk_buf;
+
+typedef struct embed_run {
+    const lm_model *m;
+    const lm_dataset *ds;
+    lm_store *store;
+    lm_store_writer *w;
+    const lm_embed_opts *o;
+    lm_embed_report *rep;
+    const lm_meta_embed_plan *plan; /* NULL: the reference */
+    uint32_t steps;
+    double alpha, since, t0;
+    size_t E, chunk, maxrows;
+    int threads;
+    const char *row0;  /* the first row's address and the rows' stride, for prefetching */
+    size_t row_bytes;
+    chunk_buf buf[2];
+    const char **keys; /* (chunk) the writer's batch */
+    size_t *lens;
+    float *packed;     /* (chunk, E) */
+    int fail;          /* a thread's workspace failed */
+    int wrc;           /* the writer failed */
+    lm_err ferr, werr;
+} embed_run;
+
+/* Carry unchanged tasks over and write the chunk's vectors as one batch (its keys ascend). */
+static int write_chunk(embed_run *x, chunk_buf *b, lm_err *err)
+{
+    size_t n = 0, E = x->E;
+    for (size_t i = 0; i < b->n; i++) {
+        size_t klen;
+        const char *key = lm_dataset_task_key(x->ds, lm_dataset_task(x->ds, b->tasks[i].task), &klen);
+        if (b->state[i] == 2) {
+            int found = 0;
+            int rc = lm_store_get(x->store, key, klen, b->vec + i * E, E, &found, err);
+            if (rc) return rc;
+            if (!found) {
+                b->state[i] = 0; /* nothing to carry: leave it out (it had no rows before) */
+            } else {
+                x->rep->carried++;
+            }
+        } else if (b->state[i] == 1) {
+            x->rep->computed++;
+        }
+        if (b->state[i] == 0) {
+            x->rep->empty++;
+            continue;
+        }
+        x->keys[n] = key, x->lens[n] = klen;
+        memcpy(x->packed + n * E, b->vec + i * E, E * sizeof(float));
+        n++;
+    }
+    /* The task keys hold LM_KEY_SEP between the columns of a composite key, as the dataset
+     * stores them; the server builds the same bytes from a request. */
+    int rc = n ? lm_store_put_batch(x->w, x->keys, x->lens, x->packed, n, err) : LM_OK;
+    if (rc) return rc;
+    x->rep->written += n;
+    if (x->o->progress) {
+        lm_embed_progress p = {b->done, x->rep->tasks, lm_now() - x->t0, 0};
+        p.tasks_per_s = (double)b->done / (p.seconds > 0 ? p.seconds : 1e-9);
+        x->o->progress(x->o->progress_ctx, &p);
+    }
+    return LM_OK;
+}
+
+/* Task `t`'s vector and state into slot i of chunk b. */
+static void embed_one(embed_run *x, task_embedder *te, chunk_buf *b, size_t i)
+{
+    const lm_embed_opts *o = x->o;
+    const lm_task *k = lm_dataset_task(x->ds, b->tasks[i].task);
+    if (o->only_changed && (!k->n || lm_dataset_row(x->ds, k->first + k->n - 1).time <= o->changed_since)) {
+        b->state[i] = 2;
+        return;
+    }
+    gather(&te->r, x->ds, k, o->adapt_from, x->since);
+    if (te->r.n == 0) {
+        b->state[i] = 0;
+        return;
+    }
+    size_t klen;
+    const char *key = lm_dataset_task_key(x->ds, k, &klen);
+    embedder_run(te, key, klen, x->steps, x->alpha, o->pool, b->vec + i * x->E);
+    b->state[i] = 1;
+}
+
+/* Key order visits the dataset's rows out of order: ask for task i + 1's rows and task i + 2's
+ * record ahead of use, so the memory latency overlaps the computation. The rows lie at a fixed
+ * stride from the first one's (x->row0, x->row_bytes; 0 when the dataset has one row). */
+static void prefetch_ahead(const embed_run *x, const chunk_buf *b, size_t i)
+{
+    if (i + 2 < b->n) __builtin_prefetch(lm_dataset_task(x->ds, b->tasks[i + 2].task));
+    if (i + 1 >= b->n || !x->row_bytes) return;
+    const lm_task *k = lm_dataset_task(x->ds, b->tasks[i + 1].task);
+    /* a row starts 16 bytes before its meta features (time, label, split: data/dsfile.h) */
+    const char *p = x->row0 + k->first * x->row_bytes - 16, *end = p + k->n * x->row_bytes;
+    for (; p < end; p += 64) __builtin_prefetch(p);
+}
+
+/* The tasks part[0 .. np) (key order; done0 tasks came before): the threads compute chunk c
+ * into one buffer while one of them writes chunk c - 1 from the other and then joins the
+ * computing (a dynamic schedule), so the store's single-threaded writes overlap the
+ * computation. Each task is computed by one thread with its own workspace, so its vector is
+ * the same bits whatever the chunk, thread count or schedule (and equal to lm_adapt_task's). */
+static void run_partition(embed_run *x, const keyrec *part, size_t np, uint64_t done0)
+{
+    uint64_t nchunks = (np + x->chunk - 1) / x->chunk;
+#pragma omp parallel num_threads(x->threads)
+    {
+        task_embedder te;
+        lm_err e = {0};
+        int r2 = embedder_init(&te, x->m, x->plan, x->maxrows, &e);
+#pragma omp critical
+        if (r2 && !x->fail) {
+            x->fail = r2;
+            x->ferr = e;
+        }
+#pragma omp barrier
+        /* every construct below is met by all threads in the same order; `stop` is read
+         * between two barriers, so all of them break at the same chunk */
+        for (uint64_t c = 0; !x->fail && c <= nchunks; c++) {
+#pragma omp single nowait
+            if (c > 0) x->wrc = write_chunk(x, &x->buf[(c - 1) & 1], &x->werr);
+            if (c < nchunks) {
+                chunk_buf *b = &x->buf[c & 1];
+                size_t c0 = (size_t)c * x->chunk;
+                b->tasks = part + c0, b->n = LM_MIN(x->chunk, np - c0), b->done = done0 + c0 + b->n;
+#pragma omp for schedule(dynamic, 64) nowait
+                for (size_t i = 0; i < b->n; i++) {
+                    prefetch_ahead(x, b, i);
+                    embed_one(x, &te, b, i);
+                }
+            }
+#pragma omp barrier
+            int stop = x->wrc != LM_OK;
+#pragma omp barrier
+            if (stop) break;
+        }
+        embedder_free(&te);
+    }
+}
+
+/* ============================================================================================
+ * lm_embed
+ * ========================================================================================== */
 
 int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o, lm_embed_report *rep,
              lm_err *err)
@@ -80,131 +361,78 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
     if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS) return lm_err_set(err, LM_EINVAL, "embed: unknown pooling");
     if (!(o->window_days >= 0)) return lm_err_set(err, LM_EINVAL, "--window-days must be >= 0");
     const lm_net *net = &m->net;
-    size_t E = net->E, chunk = o->chunk ? o->chunk : 16384;
-    uint32_t steps = o->steps == UINT32_MAX ? m->inner_steps : o->steps;
-    double alpha = o->task_lr > 0 ? o->task_lr : m->task_lr;
+    embed_run x;
+    memset(&x, 0, sizeof x);
+    x.m = m, x.ds = ds, x.store = store, x.o = o, x.rep = rep, x.t0 = t0;
+    x.E = net->E, x.chunk = o->chunk ? o->chunk : 16384;
+    x.steps = o->steps == UINT32_MAX ? m->inner_steps : o->steps;
+    x.alpha = o->task_lr > 0 ? o->task_lr : m->task_lr;
+    x.threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     uint64_t ntasks = lm_dataset_ntasks(ds);
     rep->tasks = ntasks;
     /* the window is relative to the newest example of the dataset */
-    double since = -INFINITY;
-    size_t maxrows = 1;
+    x.since = -INFINITY;
+    x.maxrows = 1;
     if (o->window_days > 0 || o->only_changed) {
         double newest = -INFINITY;
         for (uint64_t t = 0; t < ntasks; t++) {
             const lm_task *k = lm_dataset_task(ds, t);
             if (k->n) newest = fmax(newest, lm_dataset_row(ds, k->first + k->n - 1).time);
         }
-        if (o->window_days > 0) since = newest - o->window_days * 86400.0;
+        if (o->window_days > 0) x.since = newest - o->window_days * 86400.0;
     }
-    for (uint64_t t = 0; t < ntasks; t++) maxrows = LM_MAX(maxrows, lm_dataset_task(ds, t)->n);
-    int threads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    for (uint64_t t = 0; t < ntasks; t++) x.maxrows = LM_MAX(x.maxrows, lm_dataset_task(ds, t)->n);
+    if (lm_dataset_nrows(ds) >= 2) {
+        x.row0 = (const char *)lm_dataset_row(ds, 0).meta;
+        x.row_bytes = (size_t)((const char *)lm_dataset_row(ds, 1).meta - x.row0);
+    }
+    lm_meta_embed_plan *plan = NULL;
+    if (lm_meta_embed_supported(net, NULL) == LM_OK &&
+        (rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err)))
+        return rc;
+    x.plan = plan;
 
     char id[LM_STORE_MODEL_ID_MAX + 1];
     model_id(m, id, sizeof id);
-    lm_store_writer *w = NULL;
-    rc = lm_store_begin_version(store, o->version, (uint32_t)E, o->encoding, id, &w, err);
-    if (rc) return rc;
-    float *vec = malloc((chunk * E + 1) * sizeof(float));
-    uint8_t *state = malloc(chunk + 1); /* 0 empty, 1 computed, 2 to carry over */
-    keyref *refs = malloc((chunk + 1) * sizeof *refs);
-    const char **keys = malloc((chunk + 1) * sizeof *keys);
-    size_t *lens = malloc((chunk + 1) * sizeof *lens);
-    float *sorted = malloc((chunk * E + 1) * sizeof(float));
-    if (!vec || !state || !refs || !keys || !lens || !sorted) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
-    int fail = LM_OK;
-    lm_err ferr = {0};
-    for (uint64_t c0 = 0; !rc && c0 < ntasks; c0 += chunk) {
-        uint64_t c1 = LM_MIN(ntasks, c0 + chunk);
-#pragma omp parallel num_threads(threads)
-        {
-            lm_meta_ws_f32 ws = {0};
-            lm_rows_f32 r = {0};
-            float *tm = malloc((net->meta_task_np + 1) * sizeof(float));
-            float *scratch = malloc((maxrows * E + 1) * sizeof(float));
-            lm_err e = {0};
-            int r2 = (!tm || !scratch) ? lm_err_set(&e, LM_ENOMEM, "out of memory") : LM_OK;
-            if (!r2) r2 = lm_meta_ws_alloc_f32(&ws, net, maxrows, 1, 0, &e);
-            if (!r2) r2 = lm_rows_alloc_f32(&r, net->nmeta, net->ndense, net->ncat, maxrows, &e);
-#pragma omp for schedule(dynamic, 64)
-            for (uint64_t t = c0; t < c1; t++) {
-                if (r2) continue;
-                const lm_task *k = lm_dataset_task(ds, t);
-                size_t i = (size_t)(t - c0);
-                if (o->only_changed && (!k->n || lm_dataset_row(ds, k->first + k->n - 1).time <= o->changed_since)) {
-                    state[i] = 2;
-                    continue;
-                }
-                gather(&r, ds, k, o->adapt_from, since);
-                if (r.n == 0) {
-                    state[i] = 0;
-                    continue;
-                }
-                size_t klen;
-                const char *key = lm_dataset_task_key(ds, k, &klen);
-                size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
-                memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
-                lm_meta_task_embedding(net, &ws, tm, m->theta_g, &r, steps, alpha, o->pool, scratch, vec + i * E);
-                state[i] = 1;
-            }
-#pragma omp critical
-            if (r2 && !fail) {
-                fail = r2;
-                ferr = e;
-            }
-            lm_meta_ws_free_f32(&ws);
-            lm_rows_free_f32(&r);
-            free(tm), free(scratch);
-        }
-        if (fail) {
-            rc = fail;
-            if (err) *err = ferr;
-            break;
-        }
-        /* carry unchanged tasks over; keys in byte order (the store's fast path) */
-        size_t n = 0;
-        for (uint64_t t = c0; t < c1 && !rc; t++) {
-            size_t i = (size_t)(t - c0);
-            const lm_task *k = lm_dataset_task(ds, t);
-            size_t klen;
-            const char *key = lm_dataset_task_key(ds, k, &klen);
-            if (state[i] == 2) {
-                int found = 0;
-                rc = lm_store_get(store, key, klen, vec + i * E, E, &found, err);
-                if (rc) break;
-                if (!found) {
-                    state[i] = 0; /* nothing to carry: leave it out (it had no rows before) */
-                    continue;
-                }
-                rep->carried++;
-            } else if (state[i] == 1) {
-                rep->computed++;
-            }
-            if (state[i] == 0) {
-                rep->empty++;
-                continue;
-            }
-            refs[n++] = (keyref){key, klen, (uint32_t)i};
-        }
-        if (rc) break;
-        qsort(refs, n, sizeof *refs, cmp_keyref);
-        for (size_t j = 0; j < n; j++) {
-            keys[j] = refs[j].key;
-            lens[j] = refs[j].len;
-            memcpy(sorted + j * E, vec + (size_t)refs[j].slot * E, E * sizeof(float));
-        }
-        /* The task keys hold LM_KEY_SEP between the columns of a composite key, as the dataset
-         * stores them; the server builds the same bytes from a request. */
-        if (n && (rc = lm_store_put_batch(w, keys, lens, sorted, n, err))) break;
-        rep->written += n;
-        if (o->progress) {
-            lm_embed_progress p = {c1, ntasks, lm_now() - t0, 0};
-            p.tasks_per_s = (double)c1 / (p.seconds > 0 ? p.seconds : 1e-9);
-            o->progress(o->progress_ctx, &p);
+    rc = lm_store_begin_version(store, o->version, (uint32_t)x.E, o->encoding, id, &x.w, err);
+    if (rc) {
+        lm_meta_embed_plan_free(plan);
+        return rc;
+    }
+    size_t cap = (size_t)LM_MIN((uint64_t)EMBED_PART_CHUNKS * x.chunk, ntasks ? ntasks : 1);
+    keyrec *part = malloc((cap + 1) * sizeof *part);
+    for (int i = 0; i < 2; i++) {
+        x.buf[i].vec = malloc((x.chunk * x.E + 1) * sizeof(float));
+        x.buf[i].state = malloc(x.chunk + 1);
+    }
+    x.keys = malloc((x.chunk + 1) * sizeof *x.keys);
+    x.lens = malloc((x.chunk + 1) * sizeof *x.lens);
+    x.packed = malloc((x.chunk * x.E + 1) * sizeof(float));
+    if (!part || !x.buf[0].vec || !x.buf[0].state || !x.buf[1].vec || !x.buf[1].state || !x.keys || !x.lens ||
+        !x.packed)
+        rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+    /* partitions of the tasks in key order; each starts after the previous one's last key */
+    uint64_t done = 0;
+    keyrec lo = {0, 0};
+    while (!rc && done < ntasks) {
+        size_t np = next_partition(ds, done ? &lo : NULL, part, cap);
+        LM_ASSERT(np > 0 && np <= ntasks - done);
+        lo = part[np - 1];
+        run_partition(&x, part, np, done);
+        done += np;
+        if (x.fail) {
+            rc = x.fail;
+            if (err) *err = x.ferr;
+        } else if (x.wrc) {
+            rc = x.wrc;
+            if (err) *err = x.werr;
         }
     }
-    if (!rc) rc = lm_store_publish(w, o->keep, err);
-    else lm_store_abort(w);
-    free(vec), free(state), free(refs), free(keys), free(lens), free(sorted);
+    if (!rc) rc = lm_store_publish(x.w, o->keep, err);
+    else lm_store_abort(x.w);
+    for (int i = 0; i < 2; i++) free(x.buf[i].vec), free(x.buf[i].state);
+    free(part), free(x.keys), free(x.lens), free(x.packed);
+    lm_meta_embed_plan_free(plan);
     rep->seconds = lm_now() - t0;
     rep->tasks_per_s = rep->seconds > 0 ? (double)ntasks / rep->seconds : 0;
     return rc;

@@ -5,6 +5,7 @@
  * adapt the whole network. Tasks run in parallel; every score lands at a fixed position, so
  * the result does not depend on the thread count. */
 #include "eval/metrics.h"
+#include "meta/batch_embed.h"
 #include "meta/model.h"
 
 #include <math.h>
@@ -195,30 +196,42 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
     int rc = lm_model_check_dataset(m, ds, err);
     if (rc) return rc;
     if (task >= lm_dataset_ntasks(ds)) return lm_err_set(err, LM_EINVAL, "adapt: task %llu out of range", (unsigned long long)task);
+    if (pool < LM_POOL_LATEST || pool > LM_POOL_COS) return lm_err_set(err, LM_EINVAL, "adapt: unknown pooling");
     const lm_net *net = &m->net;
     const lm_task *k = lm_dataset_task(ds, task);
     if (steps == UINT32_MAX) steps = m->inner_steps;
     double alpha = task_lr > 0 ? task_lr : m->task_lr;
     size_t rows = k->n ? k->n : 1;
+    /* lm_embed's computation, so the two agree bit for bit: the fast engine where it serves
+     * (meta/batch_embed.h: a task's bits do not depend on its workspace), else the reference */
+    int fast = lm_meta_embed_supported(net, NULL) == LM_OK;
+    lm_meta_embed_plan *plan = NULL;
+    lm_meta_embed_ws *ews = NULL;
     lm_meta_ws_f32 ws = {0};
     lm_rows_f32 ad = {0};
-    float *tm = malloc((net->meta_task_np + 1) * sizeof(float));
-    float *scratch = malloc((rows * net->E + 1) * sizeof(float));
-    if (!tm || !scratch) {
-        free(tm), free(scratch);
-        return lm_err_set(err, LM_ENOMEM, "out of memory");
-    }
-    rc = lm_meta_ws_alloc_f32(&ws, net, rows, 1, 0, err);
+    float *tm = fast ? NULL : malloc((net->meta_task_np + 1) * sizeof(float));
+    float *scratch = fast ? NULL : malloc((rows * net->E + 1) * sizeof(float));
+    if (!fast && (!tm || !scratch)) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+    if (!rc && fast) rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err);
+    if (!rc && fast) rc = lm_meta_embed_ws_alloc(&ews, net, rows, err);
+    if (!rc && !fast) rc = lm_meta_ws_alloc_f32(&ws, net, rows, 1, 0, err);
     if (!rc) rc = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, rows, err);
     if (!rc) {
         size_t klen;
         const char *key = lm_dataset_task_key(ds, k, &klen);
-        size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
-        memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
         gather(&ad, ds, k, adapt_from, LM_SPLIT_TEST, 0, 0);
-        if (ad.n == 0) rc = lm_err_set(err, LM_ENOTFOUND, "adapt: the task has no rows to adapt on");
-        else lm_meta_task_embedding(net, &ws, tm, m->theta_g, &ad, steps, alpha, pool, scratch, emb);
+        if (ad.n == 0) {
+            rc = lm_err_set(err, LM_ENOTFOUND, "adapt: the task has no rows to adapt on");
+        } else if (fast) {
+            lm_meta_embed_f32(plan, ews, &ad, steps, alpha, pool, emb);
+        } else {
+            size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
+            memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
+            lm_meta_task_embedding(net, &ws, tm, m->theta_g, &ad, steps, alpha, pool, scratch, emb);
+        }
     }
+    lm_meta_embed_plan_free(plan);
+    lm_meta_embed_ws_free(ews);
     lm_meta_ws_free_f32(&ws);
     lm_rows_free_f32(&ad);
     free(tm), free(scratch);

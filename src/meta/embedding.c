@@ -1,6 +1,8 @@
 /* embedding.c: a task's meta embedding (Algorithm 2b): adapt a copy of the meta block with k
- * SGD steps on the task's rows, then pool the adapted block's outputs. One function serves
- * `limaml adapt`, evaluation and `limaml embed`, so their vectors agree bit for bit. */
+ * SGD steps on the task's rows, then pool the adapted block's outputs. This is the per-task
+ * reference. `limaml adapt` and `limaml embed` use the fast engine of meta/batch_embed.h where
+ * it serves (an MLP meta block), so their vectors agree bit for bit, and this function for the
+ * rest (the id meta block); tests/meta/test_batch_embed.c holds the two to each other. */
 #include "meta/meta.h"
 
 #include <math.h>
