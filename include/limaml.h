@@ -599,7 +599,9 @@ typedef struct lm_embed_opts {
     int only_changed;          /* recompute only tasks with a row after changed_since; carry
                                 * the others over from the current version */
     double changed_since;      /* Unix seconds (the dataset's time unit) */
-    size_t chunk;              /* tasks per store batch (default 16384) */
+    size_t chunk;              /* tasks per store batch (default 16384); tasks are taken in
+                                * key order, 64 chunks at a time (16 bytes per task of such a
+                                * partition), so the store appends */
     void (*progress)(void *ctx, const lm_embed_progress *p);
     void *progress_ctx;
 } lm_embed_opts;

@@ -74,8 +74,9 @@ void lm_meta_embed_ws_free(lm_meta_embed_ws *ws);
 void lm_meta_embed_f32(const lm_meta_embed_plan *p, lm_meta_embed_ws *ws, const lm_rows_f32 *r,
                        uint32_t steps, double alpha, int pool, float *out);
 
-/* Linear-layer FLOPs (2 per multiply-add) lm_meta_embed_f32 does for a task of B rows, with
- * uniform = 1 when they share their meta features. Compare lm_meta_task_flops. */
+/* Linear-layer FLOPs (2 per multiply-add) lm_meta_embed_f32 does for a task of B rows (at
+ * most the workspace's max_rows, so P is formed once), with uniform = 1 when they share their
+ * meta features. docs/EMBED.md compares the reference's count. */
 double lm_meta_embed_flops(const lm_net *n, size_t B, uint32_t steps, int pool, int uniform);
 
 /* ============================================================================================
