@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# test_experiment.sh: `limaml experiment` end to end on a small synthetic run (--quick: a tiny
+# grid and 3 epochs, 2 seeds): results.json parses and every row has the fields of the issue;
+# report.md and report.html exist; the HTML holds inline SVG plots and refers to nothing on the
+# network; a failed run leaves nothing at --out; an existing --out is refused without --force;
+# usage errors exit 2. Environment: LM_BIN, LM_TMP. Prints "N passed, M failed".
+set -u
+BIN=${LM_BIN:?LM_BIN must name the limaml binary}
+TMP=${LM_TMP:-/tmp/limaml-test}/test_experiment.$$
+rm -rf "$TMP"
+mkdir -p "$TMP"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok: $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -3 "$TMP/.err" 2>/dev/null)"; fi; }
+run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
+
+OUT="$TMP/xp"
+run "$BIN" experiment synthetic --tasks 400 --seeds 2 --quick --threads 2 --out "$OUT"
+check "experiment synthetic --quick runs" test "$rc" -eq 0
+check "it says what it wrote" grep -q "wrote $OUT" "$TMP/.out"
+for f in results.json run.json report.md report.html logs/plain-seed1.jsonl logs/limaml-seed2.jsonl; do
+    check "$f exists" test -s "$OUT/$f"
+done
+check "no temporary folder is left beside the output" bash -c "! ls -d '$OUT'.tmp.* 2>/dev/null | grep -q ."
+check "the prepared dataset is not kept" test ! -e "$OUT/dataset"
+
+# results.json: one object per row, each with the issue's fields; both tables; the floor first.
+cat >"$TMP/check.py" <<'EOF'
+import json, math, sys
+rows = json.load(open(sys.argv[1]))
+assert isinstance(rows, list) and rows, "results.json must be a non-empty array"
+def stat(o, name):
+    assert isinstance(o, dict) and "mean" in o and "std" in o, name + " must be {mean, std}"
+    for k in ("mean", "std"):
+        assert o[k] is None or isinstance(o[k], (int, float)), name + "." + k
+for r in rows:
+    for k in ("table", "algo", "adapt", "auc", "slices", "logloss", "gain_pct", "train_seconds"):
+        assert k in r, "row %s lacks %s" % (r.get("algo"), k)
+    assert r["table"] in ("3", "4") and isinstance(r["adapt"], bool)
+    stat(r["auc"], "auc"); stat(r["logloss"], "logloss"); stat(r["gain_pct"], "gain_pct")
+    stat(r["train_seconds"], "train_seconds")
+    for s in ("lt25", "ge25", "warm", "new"):
+        stat(r["slices"][s], "slices." + s)
+    assert 0 < r["auc"]["mean"] < 1, "auc in (0, 1)"
+    assert len(r["auc_per_seed"]) == r["seeds"]
+t3 = [r for r in rows if r["table"] == "3"]
+t4 = [r for r in rows if r["table"] == "4"]
+assert t3[0]["algo"] == "floor" and not t3[0]["adapt"], "Table 3 opens with the floor"
+want3 = {(a, d) for a in ("plain", "maml", "limaml", "limaml_sw") for d in (False, True)}
+assert want3 <= {(r["algo"], r["adapt"]) for r in t3}, "Table 3 rows"
+assert {("widedeep", False), ("limaml_id", True), ("limaml", True)} == {(r["algo"], r["adapt"]) for r in t4}
+base = [r for r in t3 if r["algo"] == "plain" and not r["adapt"]][0]
+assert abs(base["gain_pct"]["mean"]) < 1e-9, "the baseline's gain is 0"
+for r in rows:
+    if r["algo"] not in ("floor", "floor_train_only"):
+        assert r["hyperparameters"]["lr"] > 0
+        assert r["below_floor"] == (r["auc"]["mean"] < t3[0]["auc"]["mean"]), "below_floor flag"
+run = json.load(open(sys.argv[2]))
+assert run["patterns"] and all("held" in p for p in run["patterns"])
+assert all(a["adapt_grid"] or a["algo"] == "widedeep" for a in run["algorithms"])
+print("results.json: %d rows, run.json: %d patterns" % (len(rows), len(run["patterns"])))
+EOF
+run python3 "$TMP/check.py" "$OUT/results.json" "$OUT/run.json"
+check "results.json and run.json hold every field" test "$rc" -eq 0
+[ "$rc" -eq 0 ] || cat "$TMP/.err"
+
+# report.md: both tables, the floor, the patterns, the chosen hyperparameters.
+for phrase in "Table 3 analog" "Table 4 analog" "Count floor" "patterns" "Hyperparameters" "± "; do
+    check "report.md has '$phrase'" grep -q "$phrase" "$OUT/report.md"
+done
+
+# report.html: self-contained, with its plots.
+H="$OUT/report.html"
+check "report.html is an HTML document" grep -q "^<!DOCTYPE html>" "$H"
+check "report.html holds inline SVG plots" test "$(grep -o '<svg' "$H" | wc -l)" -ge 2
+check "report.html has a polyline per curve" grep -q "<polyline" "$H"
+check "report.html refers to nothing on the network" bash -c "! grep -qiE 'https?://' '$H'"
+check "report.html loads no script, stylesheet or image" bash -c "! grep -qiE '<script|<link|<img|@import|url\\(' '$H'"
+check "report.html: tags balance (svg, table)" bash -c \
+    "test \$(grep -o '<svg' '$H' | wc -l) -eq \$(grep -o '</svg>' '$H' | wc -l) && test \$(grep -o '<table' '$H' | wc -l) -eq \$(grep -o '</table>' '$H' | wc -l)"
+if python3 -c 'import html.parser' 2>/dev/null; then
+    run python3 - "$H" <<'EOF'
+import html.parser, sys
+class P(html.parser.HTMLParser):
+    void = {"meta", "br", "circle", "line", "rect", "polyline", "path", "img", "link", "hr", "input"}
+    def __init__(self):
+        super().__init__(); self.stack = []
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.void: self.stack.append(tag)
+    def handle_startendtag(self, tag, attrs): pass
+    def handle_endtag(self, tag):
+        if tag in self.void: return
+        assert self.stack and self.stack[-1] == tag, "unbalanced </%s> (open: %s)" % (tag, self.stack[-3:])
+        self.stack.pop()
+p = P(); p.feed(open(sys.argv[1]).read()); p.close()
+assert not p.stack, "unclosed: %s" % p.stack
+EOF
+    check "report.html nests its tags properly" test "$rc" -eq 0
+fi
+
+# An existing output is refused without --force, before any work; --force replaces it.
+run "$BIN" experiment synthetic --tasks 400 --seeds 1 --quick --out "$OUT"
+check "an existing --out is refused (exit 1)" test "$rc" -eq 1
+check "  with a message naming it" grep -q "already exists" "$TMP/.err"
+run "$BIN" experiment synthetic --tasks 400 --seeds 1 --quick --tables 4 --quiet --out "$OUT" --force
+check "--force replaces it (--tables 4 only)" test "$rc" -eq 0
+check "  and table 4 alone was written" python3 -c "
+import json, sys
+rows = json.load(open('$OUT/results.json'))
+sys.exit(0 if rows and all(r['table'] == '4' for r in rows) else 1)"
+
+# A failure leaves nothing at --out; usage errors exit 2.
+run "$BIN" experiment --data "$TMP/no-such-dataset" --out "$TMP/fail" --quick
+check "a missing dataset fails (exit 1)" test "$rc" -eq 1
+check "  and leaves nothing behind" bash -c "! ls -d '$TMP'/fail* 2>/dev/null | grep -q ."
+run "$BIN" experiment synthetic --out "$TMP/u" --tables 5
+check "--tables 5 is a usage error (exit 2)" test "$rc" -eq 2
+run "$BIN" experiment synthetic --out "$TMP/u" --grid-lr 0.01,x
+check "--grid-lr with a bad value is a usage error" test "$rc" -eq 2
+run "$BIN" experiment --out "$TMP/u"
+check "no source is a usage error" test "$rc" -eq 2
+run "$BIN" experiment --help
+check "--help lists every option with its default" bash -c "grep -q -- '--seeds N' '$TMP/.out' && grep -q 'default: 3' '$TMP/.out' && grep -q -- '--grid-alpha' '$TMP/.out'"
+
+rm -rf "$TMP"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
