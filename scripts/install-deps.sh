@@ -4,8 +4,8 @@
 set -euo pipefail
 
 want=${1:-build}
-build_pkgs=(build-essential cmake pkg-config libxxhash-dev libcjson-dev liblmdb-dev libhiredis-dev libopenblas-dev)
-test_pkgs=(python3-torch python3-venv redis-server redis-tools)
+build_pkgs=(build-essential cmake pkg-config libxxhash-dev libcjson-dev liblmdb-dev libhiredis-dev libmicrohttpd-dev libopenblas-dev)
+test_pkgs=(python3-torch python3-venv redis-server redis-tools wrk)
 case "$want" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test|all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;

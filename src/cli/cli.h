@@ -64,5 +64,8 @@ int cmd_adapt(int argc, char **argv);
 int cmd_experiment(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_store(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int bench_serve(int argc, char **argv); /* limaml bench serve */
 
 #endif

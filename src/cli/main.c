@@ -19,6 +19,8 @@ static const subcmd cmds[] = {
     {"adapt", cmd_adapt, "adapt a model to one task and print its meta embedding"},
     {"embed", cmd_embed, "write every task's meta embedding to the feature store (Algorithm 2b)"},
     {"store", cmd_store, "inspect and clean a feature store (ls, get, gc, verify)"},
+    {"serve", cmd_serve, "serve scores over HTTP with the stored meta embeddings"},
+    {"score", cmd_score, "score a file of requests offline, as the server would"},
     {"experiment", cmd_experiment, "run the paper's Tables 3 and 4 under PROTOCOL.md; write a report"},
     {"bench", cmd_bench, "measure throughput (bench prepare)"},
 };
