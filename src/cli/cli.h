@@ -56,6 +56,7 @@ int cli_fail(const lm_err *err);
 int cmd_prepare(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
 int bench_train(int argc, char **argv); /* limaml bench train */
 int cmd_dataset(int argc, char **argv);
 int cmd_train(int argc, char **argv);

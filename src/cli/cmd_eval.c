@@ -1,5 +1,6 @@
 /* cmd_eval.c: `limaml eval` and `limaml adapt`. */
 #include "cli/cli.h"
+#include "eval/floor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -25,17 +26,22 @@ int cmd_eval(int argc, char **argv)
 {
     static const cli_cmd cmd = {
         "eval",
-        "limaml eval --model M --data DIR [--adapt-steps K --task-lr A] [--json]",
+        "limaml eval --model M --data DIR [--adapt-steps K --task-lr A] [--json]\n"
+        "       limaml eval --floor --data DIR [--json]",
         "Score a model on every task's test part (pooled AUC, slices, log loss), after adapting it per\n"
         "task with K SGD steps on its validation part (LiMAML: the meta block; others: the network).",
-        "Slices: tasks with fewer than 25 test examples, with 25 or more, warm tasks, new tasks.",
+        "Slices: tasks with fewer than 25 test examples, with 25 or more, warm tasks, new tasks.\n"
+        "--floor scores the rule that needs no learning instead of a model (PROTOCOL.md): the task's\n"
+        "smoothed positive rate from its rows before the test part plus the item's (the first\n"
+        "categorical column) from the training pool, each with 5 pseudo-examples at the global rate.",
     };
     const char *model, *data, *from;
     uint64_t steps, cap, threads;
     double task_lr;
-    int json, warm_only;
+    int json, warm_only, use_floor;
     cli_opt opts[] = {
-        {"model", CLI_STR, &model, "M", NULL, 1, "model file (limaml train)"},
+        {"model", CLI_STR, &model, "M", NULL, 0, "model file (limaml train); required without --floor"},
+        {"floor", CLI_FLAG, &use_floor, NULL, NULL, 0, "score the count floor (no model, no learning)"},
         {"data", CLI_STR, &data, "DIR", NULL, 1, "dataset folder (limaml prepare), same schema"},
         {"adapt-steps", CLI_U64, &steps, "K", "0", 0, "adaptation steps per task (0: none)"},
         {"task-lr", CLI_F64, &task_lr, "A", "the model's", 0, "adaptation learning rate"},
@@ -60,20 +66,25 @@ int cmd_eval(int argc, char **argv)
     o.adapt_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
     o.warm_only = warm_only;
     o.threads = (int)threads;
+    if (!model == !use_floor) return cli_usage_error(&cmd, "give either --model or --floor");
     lm_err err = {0};
-    lm_model *m;
-    if (lm_model_load(&m, model, &err)) return cli_fail(&err);
+    lm_model *m = NULL;
+    if (model && lm_model_load(&m, model, &err)) return cli_fail(&err);
     lm_dataset *ds;
     if (lm_dataset_open(&ds, data, 0, &err)) {
         lm_model_free(m);
         return cli_fail(&err);
     }
     lm_eval_result r;
-    int rc = lm_evaluate(m, ds, &o, &r, &err);
+    lm_floor_opts fo;
+    lm_floor_opts_default(&fo);
+    fo.warm_only = warm_only;
+    int rc = m ? lm_evaluate(m, ds, &o, &r, &err) : lm_floor_evaluate(ds, &fo, &r, &err);
+    const char *algo = m ? lm_train_algo_name(lm_model_algo(m)) : "floor";
     if (!rc) {
         if (json) {
-            printf("{\"model\":\"%s\",\"algo\":\"%s\",\"adapt_steps\":%u,", model, lm_train_algo_name(lm_model_algo(m)),
-                   o.adapt_steps);
+            printf("{\"model\":\"%s\",\"algo\":\"%s\",\"adapt_steps\":%u,", m ? model : "", algo,
+                   m ? o.adapt_steps : 0);
             json_num("auc", r.auc, 1);
             printf("\"slices\":{");
             json_num("lt25", r.auc_lt25, 1);
@@ -84,9 +95,16 @@ int cmd_eval(int argc, char **argv)
             json_num("logloss", r.logloss, 1);
             printf("\"examples\":%llu,\"tasks\":%llu,\"seconds\":%.3f}\n", (unsigned long long)r.examples,
                    (unsigned long long)r.tasks, r.seconds);
+        } else if (!m) {
+            printf("eval count floor (task rate + item rate, no learning): test AUC %.4f, log loss %.4f over %llu "
+                   "examples\n",
+                   r.auc, r.logloss, (unsigned long long)r.examples);
+            printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n", r.auc_lt25,
+                   (unsigned long long)r.examples_lt25, r.auc_ge25, (unsigned long long)r.examples_ge25, r.auc_warm,
+                   (unsigned long long)r.examples_warm, r.auc_new, (unsigned long long)r.examples_new);
         } else {
             printf("eval %s (%s, %u adaptation steps): test AUC %.4f, log loss %.4f over %llu examples of %llu tasks\n",
-                   model, lm_train_algo_name(lm_model_algo(m)), o.adapt_steps, r.auc, r.logloss,
+                   model, algo, o.adapt_steps, r.auc, r.logloss,
                    (unsigned long long)r.examples, (unsigned long long)r.tasks);
             printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n", r.auc_lt25,
                    (unsigned long long)r.examples_lt25, r.auc_ge25, (unsigned long long)r.examples_ge25, r.auc_warm,

@@ -20,6 +20,7 @@ static const subcmd cmds[] = {
     {"embed", cmd_embed, "write every task's meta embedding to the feature store (Algorithm 2b)"},
     {"store", cmd_store, "inspect and clean a feature store (ls, get, gc, verify)"},
     {"serve", cmd_serve, "serve scores over HTTP with the stored meta embeddings"},
+    {"replay", cmd_replay, "send a dataset's held-out part to a running server; served AUC and latency"},
     {"score", cmd_score, "score a file of requests offline, as the server would"},
     {"experiment", cmd_experiment, "run the paper's Tables 3 and 4 under PROTOCOL.md; write a report"},
     {"bench", cmd_bench, "measure throughput (bench prepare)"},

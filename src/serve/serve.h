@@ -285,6 +285,12 @@ int lm_srv_reply_error(lm_srv_ws *w, const lm_srv_err *e);
 void lm_srv_buf_error(lm_srv_buf *b, const lm_srv_err *e);
 void lm_srv_log(const lm_srv *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A POST /v1/score body for rows `rows[0..n)` of `task` (reqbuild.c): the task's key columns,
+ * the first row's meta features and one candidate per row, written so that the server reads
+ * back the dataset's values bit for bit. */
+void lm_srv_request_build(const lm_dataset *ds, const lm_task *task, const uint64_t *rows, size_t n,
+                          lm_srv_buf *b);
+
 /* ============================================================================================
  * the HTTP front end (http.c; libmicrohttpd)
  * ========================================================================================== */

@@ -296,6 +296,37 @@ else
     bad "schemathesis could not be installed (scripts/setup-schemathesis.sh; or LM_SKIP_SCHEMATHESIS=1)"
 fi
 
+# ---- limaml replay: the held-out part through HTTP, as limaml eval scores it offline ------------
+"$BIN" embed --model "$TMP/m1.st" --data "$TMP/ds" --store "lmdb://$TMP/store_r" --version r1 --steps 2 --adapt-from val --quiet >/dev/null
+start_server R --model "$TMP/m1.st" --store "lmdb://$TMP/store_r" --threads 2
+PR=$port
+run "$BIN" replay --url "http://127.0.0.1:$PR" --data "$TMP/ds" --json
+cp "$TMP/.out" "$TMP/replay1.json"
+check "limaml replay: exit 0, one JSON object" bash -c "[ $rc -eq 0 ] && python3 -c 'import json; json.load(open(\"$TMP/replay1.json\"))'"
+"$BIN" eval --model "$TMP/m1.st" --data "$TMP/ds" --adapt-steps 2 --json >"$TMP/eval_r.json"
+check "  ... the served AUC and slices equal limaml eval's after the same adaptation (1e-4)" python3 -c "
+import json, sys
+r, e = json.load(open('$TMP/replay1.json')), json.load(open('$TMP/eval_r.json'))
+pairs = [(r['auc'], e['auc'])] + [(r['auc_' + k], e['slices'][k]) for k in ('lt25', 'ge25', 'warm', 'new')]
+print('  served %.6f, offline %.6f' % pairs[0])
+sys.exit(0 if r['candidates'] == e['examples'] and all(abs(a - b) <= 1e-4 for a, b in pairs) else 1)"
+run "$BIN" replay --url "http://127.0.0.1:$PR/" --data "$TMP/ds" --clients 3 --max-candidates 4 --json
+check "  ... three clients, at most 4 candidates a request: the same AUC" python3 -c "
+import json, sys
+a, b = json.load(open('$TMP/replay1.json')), json.loads(open('$TMP/.out').read())
+sys.exit(0 if $rc == 0 and b['auc'] == a['auc'] and b['requests'] > a['requests'] and b['clients'] == 3 else 1)"
+run "$BIN" replay --url "http://127.0.0.1:$PT" --data "$TMP/ds" --max-tasks 5
+check "replay without the server's token: exit 1 naming the 401" bash -c "[ $rc -eq 1 ] && grep -q 'answered 401' '$TMP/.err'"
+LM_SERVE_TOKEN=s3cret "$BIN" replay --url "http://127.0.0.1:$PT" --data "$TMP/ds" --max-tasks 5 >"$TMP/.out" 2>"$TMP/.err"
+check "  ... with it (LM_SERVE_TOKEN): exit 0" test $? -eq 0
+stop_server R
+run "$BIN" replay --url "http://127.0.0.1:$PR" --data "$TMP/ds"
+check "replay to a stopped server: exit 1 with the reason" bash -c "[ $rc -eq 1 ] && grep -qi 'connect' '$TMP/.err'"
+run "$BIN" replay --url "http://127.0.0.1:$PR" --data "$TMP/ds" --part train
+check "replay --part train: usage error, exit 2" bash -c "[ $rc -eq 2 ] && grep -q 'part must be test or val' '$TMP/.err'"
+run "$BIN" replay --url "ftp://x" --data "$TMP/ds"
+check "replay --url ftp://x: usage error, exit 2" test "$rc" -eq 2
+
 # ---- limaml bench serve, small (wrk is the benchmark's dependency, not the tests') ---------------
 if command -v wrk >/dev/null 2>&1; then
     run "$BIN" bench serve --tasks 2000 --duration 1 --candidates 1,10 --connections 2 --dir "$TMP/bench"
