@@ -370,6 +370,8 @@ typedef struct lm_train_opts {
     uint32_t stop_after_epochs;/* end this run after so many epochs (the schedule still spans
                                 * `epochs`); resume later. 0: run to the end */
     int engine;                /* LM_ENGINE_AUTO, _FAST or _REFERENCE */
+    int emb_logit;             /* 1: the logit is also shifted by E[0], the meta embedding's
+                                * first coordinate (docs/META.md); 0: the paper's network */
     void (*progress)(void *ctx, const lm_train_progress *p);
     void *progress_ctx;
 } lm_train_opts;

@@ -15,6 +15,7 @@ The network (docs/META.md), written here independently of the C code:
                or E = T_id[task row], on every row   (meta_kind "id")
     global block  x = [meta | dense | T_1[cat_1] | ... | T_C[cat_C] | E]
                   z = MLP_global(x)                  (width 1 out)
+                  z = z + E[:, 0]                    (only with emb_logit "1")
     loss          mean over the rows of BCE with logits (or (z - y)^2)
 
 MLP buffers in lm_mlp layout: per layer W_l (out, in) row-major, then b_l (out); ReLU after
@@ -85,6 +86,7 @@ class Case:
         self.cat_buckets, self.cat_dim = ints(m["cat_buckets"]), ints(m["cat_dim"])
         self.E = int(m["emb_dim"])
         self.meta_in_global = m["meta_in_global"] == "1"
+        self.emb_logit = m.get("emb_logit", "0") == "1"  # absent in older case files: off
         self.meta_hidden, self.global_hidden = ints(m["meta_hidden"]), ints(m["global_hidden"])
         self.ntask = int(m["ntask"])
         self.task_rows = ints(m["task_rows"])
@@ -159,6 +161,8 @@ def net_loss(c, phi, psi, rows):
         cols.append(psi[off:off + b * d].view(b, d)[cat[:, j]])
     cols.append(E)
     z = mlp(psi[:c.global_mlp_np], c.global_sizes, torch.cat(cols, dim=1)).view(B)
+    if c.emb_logit:
+        z = z + E[:, 0]
     if c.loss == "bce":
         return tf.binary_cross_entropy_with_logits(z, y)
     return ((z - y) ** 2).mean()

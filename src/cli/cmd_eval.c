@@ -35,7 +35,7 @@ int cmd_eval(int argc, char **argv)
         "smoothed positive rate from its rows before the test part plus the item's (the first\n"
         "categorical column) from the training pool, each with 5 pseudo-examples at the global rate.",
     };
-    const char *model, *data, *from;
+    const char *model, *data, *from, *score;
     uint64_t steps, cap, threads;
     double task_lr;
     int json, warm_only, use_floor;
@@ -48,6 +48,8 @@ int cmd_eval(int argc, char **argv)
         {"adapt-from", CLI_STR, &from, "PART", "val", 0, "adaptation rows: val, train+val or train"},
         {"adapt-cap", CLI_U64, &cap, "N", "0", 0, "at most N most recent adaptation rows (0: all)"},
         {"warm-only", CLI_FLAG, &warm_only, NULL, NULL, 0, "score warm tasks only"},
+        {"score", CLI_STR, &score, "PART", "test", 0,
+         "scored part: test, or val (to choose K and A: with --adapt-from train --warm-only)"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads (0: all cores)"},
         {"json", CLI_FLAG, &json, NULL, NULL, 0, "print one JSON object"},
         {0},
@@ -65,8 +67,11 @@ int cmd_eval(int argc, char **argv)
         return cli_usage_error(&cmd, "--adapt-from must be val, train+val or train, not '%s'", from);
     o.adapt_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
     o.warm_only = warm_only;
+    if (!strcmp(score, "val")) o.score_split = LM_SPLIT_VAL;
+    else if (strcmp(score, "test")) return cli_usage_error(&cmd, "--score must be test or val, not '%s'", score);
     o.threads = (int)threads;
     if (!model == !use_floor) return cli_usage_error(&cmd, "give either --model or --floor");
+    if (use_floor && o.score_split != LM_SPLIT_TEST) return cli_usage_error(&cmd, "--floor scores the test part only");
     lm_err err = {0};
     lm_model *m = NULL;
     if (model && lm_model_load(&m, model, &err)) return cli_fail(&err);

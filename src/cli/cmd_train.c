@@ -48,7 +48,7 @@ int cmd_train(int argc, char **argv)
     const char *data, *out, *algo, *meta_block, *global_block, *decay, *log_path, *ckpt, *engine;
     uint64_t n, tpb, epochs, warmup, seed, threads, patience, stop_after;
     double task_lr, lr, clip, dropout, sw, idf;
-    int first_order, scale, resume, quiet;
+    int first_order, scale, resume, quiet, emb_logit;
     cli_opt opts[] = {
         {"data", CLI_STR, &data, "DIR", NULL, 1, "dataset folder (limaml prepare)"},
         {"out", CLI_STR, &out, "MODEL", NULL, 1, "model file to write (safetensors)"},
@@ -59,6 +59,8 @@ int cmd_train(int argc, char **argv)
         {"task-lr", CLI_F64, &task_lr, "A", "0.1", 0, "inner and adaptation learning rate alpha"},
         {"first-order", CLI_FLAG, &first_order, NULL, NULL, 0, "drop the second-order terms"},
         {"support-weight", CLI_F64, &sw, "W", "0", 0, "add W times the adapted support loss to the outer objective"},
+        {"emb-logit", CLI_FLAG, &emb_logit, NULL, NULL, 0,
+         "also add the meta embedding's first coordinate E[0] to the logit (a per-task shift)"},
         {"tasks-per-batch", CLI_U64, &tpb, "N", "32", 0, "tasks per outer update"},
         {"epochs", CLI_U64, &epochs, "N", "10", 0, "passes over the training tasks"},
         {"lr", CLI_F64, &lr, "X", "0.001", 0, "outer (Adam) learning rate"},
@@ -107,6 +109,7 @@ int cmd_train(int argc, char **argv)
     o.task_lr = task_lr;
     o.first_order = first_order;
     o.support_weight = sw;
+    o.emb_logit = emb_logit;
     o.tasks_per_batch = (uint32_t)tpb;
     o.epochs = (uint32_t)epochs;
     o.lr = lr;

@@ -68,6 +68,7 @@ static void dims_init(bt_dims *d, const lm_net *n, size_t max_rows, size_t max_s
     d->E = n->E, d->EP = bt_pad(n->E);
     d->meta_in_global = n->cfg.meta_in_global && n->nmeta;
     d->loss = n->cfg.loss;
+    d->emb_logit = n->cfg.emb_logit ? 1 : 0;
     d->col_meta = n->col_meta, d->col_dense = n->col_dense, d->col_emb = n->col_emb;
     d->col_cat0 = n->ncat ? n->col_cat[0] : n->col_emb;
     d->Kdc = d->col_emb - d->col_dense;

@@ -33,6 +33,7 @@ static void dims_init(be_dims *d, const lm_net *n)
     d->E = n->E, d->EP = bt_pad(n->E);
     d->meta_in_global = n->cfg.meta_in_global && n->nmeta;
     d->loss = n->cfg.loss;
+    d->emb_logit = n->cfg.emb_logit ? 1 : 0;
     d->col_meta = n->col_meta, d->col_dense = n->col_dense, d->col_emb = n->col_emb;
     d->Kdc = d->col_emb - d->col_dense;
     for (size_t c = 0; c < n->ncat; c++) {
@@ -55,7 +56,8 @@ static int dims_equal(const be_dims *a, const be_dims *b)
 {
     return a->p_np == b->p_np && a->meta_np == b->meta_np && a->global_np == b->global_np &&
            a->nin == b->nin && a->nmeta == b->nmeta && a->E == b->E && a->L == b->L &&
-           a->Lm == b->Lm && !memcmp(a->HP, b->HP, sizeof a->HP) && a->Kdc == b->Kdc;
+           a->Lm == b->Lm && !memcmp(a->HP, b->HP, sizeof a->HP) && a->Kdc == b->Kdc &&
+           a->emb_logit == b->emb_logit;
 }
 
 /* A bump allocator over one 64-byte aligned float buffer; with base NULL it only counts.
@@ -210,6 +212,7 @@ static void ws_layout(lm_meta_embed_ws *w, cursor *c)
     w->P = take(c, w->max_rows * H0P);
     w->X = take(c, rb * d->Kdc);
     w->qm = take(c, H0P), w->q = take(c, H0P), w->s0 = take(c, H0P);
+    w->gz = take(c, rb);
     for (size_t l = 0; l + 1 < d->L; l++) w->a[l] = take(c, rb * d->HP[l]), w->dz[l] = take(c, rb * d->HP[l]);
     w->E = take(c, rb * d->EP);
     for (size_t l = 0; l + 1 < d->Lm; l++) w->ma[l] = take(c, rb * d->MOP[l]);

@@ -229,7 +229,9 @@ static float sigmoid(float z)
 
 /* The global block's forward and backward on nb rows (labels y) of layer-0 product P: every
  * hidden layer's gradient into w->dz; then, on the uniform path, s0 += the rows of dz0, else
- * dE (nb, EP) = dz0 WnE into w->mdz[Lm-1]. scale: 1 / the task's rows. */
+ * dE (nb, EP) = dz0 WnE into w->mdz[Lm-1]. scale: 1 / the task's rows. With emb_logit the
+ * logit also gets E[0] (w->E's one row when uniform, else the row's), and its d loss / d z goes
+ * to dE[0]: summed into w->gsum in row order when uniform, else added row by row here. */
 static void glob_pass(const lm_meta_embed_plan *pl, lm_meta_embed_ws *w, const float *P,
                       const float *y, size_t nb, int uni, float scale)
 {
@@ -251,7 +253,10 @@ static void glob_pass(const lm_meta_embed_plan *pl, lm_meta_embed_ws *w, const f
     float *dzL = w->dz[L - 2];
     for (size_t r = 0; r < nb; r++) {
         float z = dot_row(aL + r * HLP, pl->wl, HLP) + pl->bl;
+        if (d->emb_logit) z += w->E[uni ? 0 : r * d->EP];
         float g = d->loss == LM_NET_LOSS_MSE ? 2 * scale * (z - y[r]) : scale * (sigmoid(z) - y[r]);
+        if (d->emb_logit && uni) w->gsum += g;
+        else if (d->emb_logit) w->gz[r] = g;
         vf vg = V_SET1(g);
         for (size_t j = 0; j < HLP; j += VW)
             V_ST(dzL + r * HLP + j, V_POS(V_MUL(vg, V_LD(pl->wl + j)), V_LD(aL + r * HLP + j)));
@@ -264,6 +269,8 @@ static void glob_pass(const lm_meta_embed_plan *pl, lm_meta_embed_ws *w, const f
     } else {
         k_gemm(nb, d->EP, d->H[0], w->dz[0], H0P, 1, pl->WnE, d->EP, w->mdz[d->Lm - 1], d->EP, NULL,
                0, NULL, BT_EPI_NONE, NULL, 0);
+        if (d->emb_logit)
+            for (size_t r = 0; r < nb; r++) w->mdz[d->Lm - 1][r * d->EP] += w->gz[r];
     }
 }
 
@@ -297,6 +304,7 @@ static const float *adapt(const lm_meta_embed_plan *pl, lm_meta_embed_ws *w, con
             k_gemm(1, H0P, d->E, w->E, d->EP, 1, pl->WT[0] + d->col_emb * H0P, H0P, w->q, H0P, w->qm,
                    H0P, NULL, BT_EPI_NONE, NULL, 0);
             memset(w->s0, 0, H0P * sizeof *w->s0);
+            w->gsum = 0;
         }
         for (size_t r0 = 0; r0 < B; r0 += rb) {
             size_t nb = LM_MIN(rb, B - r0);
@@ -312,6 +320,7 @@ static const float *adapt(const lm_meta_embed_plan *pl, lm_meta_embed_ws *w, con
         if (uni) { /* dE = s0 WE, then the meta block's backward on its one row */
             k_gemm(1, d->EP, d->H[0], w->s0, H0P, 1, pl->WnE, d->EP, w->mdz[d->Lm - 1], d->EP, NULL,
                    0, NULL, BT_EPI_NONE, NULL, 0);
+            if (d->emb_logit) w->mdz[d->Lm - 1][0] += w->gsum;
             meta_bwd(d, w, phi, r->meta, 1, w->g);
         }
         vaxpy_to(w->phi, phi, -alpha, w->g, d->p_np);

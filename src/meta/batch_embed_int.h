@@ -26,6 +26,7 @@ typedef struct be_dims {
     size_t L, H[BT_ML], HP[BT_ML];     /* global: hidden widths (l < L-1), padded */
     size_t nin, nmeta, ndense, ncat, E, EP;
     int meta_in_global, loss;
+    int emb_logit;                     /* 1: the logit also gets E[0] */
     size_t col_meta, col_dense, col_emb, Kdc; /* Kdc: dense + table columns (X) */
     size_t cat_col[LM_NET_MAX_CAT];    /* table c's first column in X */
     size_t cat_dim[LM_NET_MAX_CAT], cat_rows[LM_NET_MAX_CAT], cat_off[LM_NET_MAX_CAT];
@@ -53,6 +54,8 @@ struct lm_meta_embed_ws {
     float *P;                          /* (max_rows, HP[0]) */
     float *X;                          /* (rb, Kdc) */
     float *qm, *q, *s0;                /* (HP[0]) */
+    float *gz;                         /* (rb) emb_logit: each row's d loss / d z */
+    float gsum;                        /* emb_logit, uniform: their sum over the task's rows */
     float *a[BT_ML], *dz[BT_ML];       /* (rb, HP[l]) */
     float *E, *ma[BT_ML], *mdz[BT_ML]; /* (rb, EP), (rb, MOP[l]); mdz[Lm-1] is dE */
     float *phi, *g;                    /* (p_np) */

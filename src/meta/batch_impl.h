@@ -22,7 +22,11 @@
  *     gradient (dE) are formed before the meta block's backward (it is linear in dE);
  *   - the tangent of the global input is nonzero only on the E columns;
  *   - the first-order backward of the inner step at phi_k is kept in slot k and reused by the
- *     tangent sweep (the reference recomputes it). */
+ *     tangent sweep (the reference recomputes it).
+ * With emb_logit the logit also gets E[0] (E's row, or the split's one row when uniform): the
+ * backward adds d loss / d z to dE[0] (summed over the rows when uniform), the tangent pass
+ * adds E_tan[0] to the logit's tangent and dzo_tan to dE_tan[0]; it is linear in E, so nothing
+ * else changes. */
 
 /* ============================================================================================
  * small helpers over padded rows (widths are multiples of VW)
@@ -120,6 +124,26 @@ static void colsum_add(float *y, const float *x, size_t M, size_t ld, size_t n)
 {
     for (size_t r = 0; r < M; r++)
         for (size_t o = 0; o < n; o++) y[o] += x[r * ld + o];
+}
+
+/* emb_logit: the logit's share of dE. dE[0] (uniform: one row) or dE[r, 0] (each row) += the
+ * rows' d loss / d z, summed in row order. */
+static void emb_logit_bwd(const bt_ctx *c, const bt_seg *sg, const float *dzo, float *dE)
+{
+    if (!c->d->emb_logit) return;
+    if (sg->uni) {
+        float s = 0;
+        for (size_t r = 0; r < sg->B; r++) s += dzo[r];
+        dE[0] += s;
+    } else {
+        for (size_t r = 0; r < sg->B; r++) dE[r * c->d->EP] += dzo[r];
+    }
+}
+
+/* emb_logit: E[0] of row r (the one row when uniform), else 0. */
+static float emb_logit_of(const bt_ctx *c, const bt_seg *sg, const float *E, size_t r)
+{
+    return c->d->emb_logit ? E[sg->uni ? 0 : r * c->d->EP] : 0.0f;
 }
 
 /* BCE from logits over B rows: s = sigmoid(z), dzo = grad_scale (s - y); returns the summed
@@ -310,6 +334,8 @@ static double glob_fwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *s
     p->flops += 2.0 * (double)B * (double)d->H[L - 2];
     const float *y = sg->r->label;
     for (size_t r = 0; r < B; r++) sl->z[r] = dot_row(aL + r * HLP, w->wl, HLP) + w->bl;
+    if (d->emb_logit)
+        for (size_t r = 0; r < B; r++) sl->z[r] += emb_logit_of(c, sg, sl->E, r);
     if (d->loss != LM_NET_LOSS_MSE)
         return loss_scale * k_bce(sl->z, y, sl->s, sl->dzo, B, grad_scale, loss_scale != 0);
     double sum = 0;
@@ -428,6 +454,7 @@ static void glob_bwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *sg,
     else
         nn(p, B, d->E, d->H[0], sl->dz[0], H0P, WnE, w->ldn[0], dE, d->EP, BT_SET, NULL,
            BT_EPI_NONE, NULL, 0);
+    emb_logit_bwd(c, sg, sl->dzo, dE);
     if (acc) layer0_grads(c, p, sg, sl->dz[0], sl->s0, sl->E);
 }
 
@@ -460,7 +487,7 @@ static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg
     /* the logit's tangent, the loss's: dzo_tan = scale s (1 - s) z_tan (BCE), 2 scale z_tan */
     const float *aL = sl->a[L - 2], *atL = t->a[L - 2];
     for (size_t r = 0; r < B; r++) {
-        float zt = dot_row(atL + r * HLP, w->wl, HLP);
+        float zt = dot_row(atL + r * HLP, w->wl, HLP) + emb_logit_of(c, sg, t->E, r);
         if (d->loss == LM_NET_LOSS_MSE) t->dzo[r] = 2 * scale * zt;
         else t->dzo[r] = scale * sl->s[r] * (1 - sl->s[r]) * zt;
     }
@@ -504,6 +531,7 @@ static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg
     else
         nn(p, B, d->E, d->H[0], t->dz[0], H0P, WnE, w->ldn[0], dEt, d->EP, BT_SET, NULL,
            BT_EPI_NONE, NULL, 0);
+    emb_logit_bwd(c, sg, t->dzo, dEt);
     meta_bwd_tan(c, p, sl, t, phi, v, sg, hv);
 }
 

@@ -35,6 +35,7 @@ typedef struct bt_dims {
     size_t nin, ninP;
     size_t nmeta, ndense, ncat, E, EP;
     int meta_in_global, loss;
+    int emb_logit;                    /* 1: the logit also gets E[0] (lm_net_config.emb_logit) */
     size_t col_meta, col_dense, col_emb, col_cat0, Kdc, Kcat;
     size_t cat_col[LM_NET_MAX_CAT];   /* table c's first column in X */
     size_t cat_dim[LM_NET_MAX_CAT], cat_rows[LM_NET_MAX_CAT];

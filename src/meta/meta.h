@@ -8,6 +8,7 @@
  *   meta block    E = MLP_meta(meta features)                        (LM_NET_META_MLP)
  *              or E = T_id[task row]   (an id-embedding table)       (LM_NET_META_ID)
  *   global block  z = MLP_global([meta | dense | emb_1(cat_1) ... emb_C(cat_C) | E])
+ *                   (+ E[0] with the emb_logit option: a per-task shift of the logit)
  *   loss          mean over the task's B examples of BCE(z, y) (binary) or (z - y)^2 (MSE)
  *
  * Parameters are two flat buffers: theta_m, the meta block (the MLP's buffer in lm_mlp layout,
@@ -64,6 +65,7 @@ typedef struct lm_net_config {
     int meta_in_global;                     /* 1: the meta features also feed the global block */
     int loss;                               /* LM_NET_LOSS_BCE or LM_NET_LOSS_MSE */
     double dropout;                         /* rate after every hidden ReLU of both MLPs */
+    int emb_logit;                          /* 1: z = MLP_global(x) + E[0] (docs/META.md) */
 } lm_net_config;
 
 void lm_net_config_default(lm_net_config *c);

@@ -156,6 +156,8 @@ static char *build_info(const lm_model *m)
     cJSON_AddBoolToObject(net, "meta_in_global", c->meta_in_global);
     cJSON_AddStringToObject(net, "loss", c->loss == LM_NET_LOSS_MSE ? "mse" : "bce");
     cJSON_AddNumberToObject(net, "dropout", c->dropout);
+    /* written only when on, so a model without the option is byte-identical to before */
+    if (c->emb_logit) cJSON_AddBoolToObject(net, "emb_logit", 1);
     cJSON_AddNumberToObject(net, "nmeta", (double)c->nmeta);
     cJSON_AddNumberToObject(net, "ndense", (double)c->ndense);
     cJSON_AddNumberToObject(r, "inner_steps", m->inner_steps);
@@ -289,6 +291,8 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
     if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "id_rows"))) c.id_rows = (size_t)x->valuedouble;
     if (cJSON_IsBool(x = cJSON_GetObjectItem(net, "meta_in_global"))) c.meta_in_global = cJSON_IsTrue(x);
     if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "dropout"))) c.dropout = x->valuedouble;
+    /* models from before the option have no key: off */
+    if (cJSON_IsBool(x = cJSON_GetObjectItem(net, "emb_logit"))) c.emb_logit = cJSON_IsTrue(x);
     if (bad) BAD("%s: bad network description in the metadata", path);
     lm_net n;
     if ((rc = lm_net_init(&n, &c, &e2))) BAD("%s: %s", path, e2.msg);

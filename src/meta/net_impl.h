@@ -136,6 +136,18 @@ void LM_META_FN(lm_net_params_init)(const lm_net *n, REAL *theta_m, REAL *theta_
  * forward
  * ========================================================================================== */
 
+/* With emb_logit, z[b] += E[b, 0]: the first coordinate of the meta embedding is also a shift
+ * of the logit. It is linear in E, so it adds no second-order term: the backward adds dz[b]
+ * to dE[b, 0], the tangent pass adds E_tan[b, 0] to z_tan[b] and dz_tan[b] to dE_tan[b, 0].
+ * A learned map w . E would be no more expressive: the meta block's last layer is linear (an
+ * MLP block's E = W h + b, so w . E folds into the first row of W and b; an id block's E[0]
+ * is a free parameter per task). */
+static void emb_logit_add(const lm_net *n, REAL *z, const REAL *E, size_t B)
+{
+    if (!n->cfg.emb_logit) return;
+    for (size_t b = 0; b < B; b++) z[b] += E[b * n->E];
+}
+
 /* The global block's input without its meta embedding columns, and the global forward once
  * s.E holds the embedding. */
 static double global_forward(const lm_net *n, slot_view s, const REAL *theta_g, const ROWS *r,
@@ -150,6 +162,7 @@ static double global_forward(const lm_net *n, slot_view s, const REAL *theta_g, 
                    n->cat_rows[c], n->cat_dim[c], B);
     LM_NN_FN(lm_cols_copy)(s.xg + n->col_emb, nin, s.E, n->E, B, n->E);
     LM_NN_FN(lm_mlp_forward)(s.z, s.gcache, &n->global, theta_g, s.xg, B, dropout_mode, rng);
+    emb_logit_add(n, s.z, s.E, B);
     return loss_forward(n, s.z, r->label, B, (REAL)(1.0 / (double)B));
 }
 
@@ -193,6 +206,8 @@ void LM_META_FN(lm_net_backward)(const lm_net *n, WS *ws, size_t slot, const REA
                             n->cat_dim[c], B);
     if (!grad_m) return;
     LM_NN_FN(lm_cols_copy)(dE, E, dxg + n->col_emb, nin, B, E);
+    if (n->cfg.emb_logit)
+        for (size_t b = 0; b < B; b++) dE[b * E] += dz[b];
     if (n->cfg.meta_kind == LM_NET_META_MLP)
         LM_NN_FN(lm_mlp_backward)(NULL, grad_m, WSP(ws, off_mwork), &n->meta, theta_m, r->meta,
                                   s.mcache, dE, B);
@@ -247,6 +262,7 @@ void LM_META_FN(lm_net_hvp)(const lm_net *n, WS *ws, size_t slot, const REAL *th
     LM_NN_FN(lm_cols_copy)(xg_tan + n->col_emb, nin, E_tan, E, B, E);
     LM_NN_FN(lm_mlp_forward_tan)(z_tan, gtcache, &n->global, theta_g, v_g, s.xg, xg_tan, s.gcache,
                                  B);
+    emb_logit_add(n, z_tan, E_tan, B);
 
     /* the loss */
     loss_backward(n, dz, s.z, r->label, B, scale);
@@ -263,6 +279,8 @@ void LM_META_FN(lm_net_hvp)(const lm_net *n, WS *ws, size_t slot, const REAL *th
     if (!hv_m) return;
     LM_NN_FN(lm_cols_copy)(dE, E, dxg + n->col_emb, nin, B, E);
     LM_NN_FN(lm_cols_copy)(dE_tan, E, dxg_tan + n->col_emb, nin, B, E);
+    if (n->cfg.emb_logit)
+        for (size_t b = 0; b < B; b++) dE[b * E] += dz[b], dE_tan[b * E] += dz_tan[b];
     if (mlp)
         LM_NN_FN(lm_mlp_backward_tan)(NULL, NULL, NULL, hv_m, WSP(ws, off_mwork), &n->meta,
                                       theta_m, v_m, r->meta, NULL, s.mcache, mtcache, dE, dE_tan,

@@ -138,6 +138,8 @@ static char *options_signature(const lm_train_opts *o, const lm_dataset *ds, int
              o->tasks_per_batch, o->epochs, o->lr, o->lr_scale_with_batch, o->clip, o->warmup, o->decay, o->dropout,
              o->seed, threads, o->patience, o->val_adapt_steps, o->id_default_frac, lm_hash64(info, ilen, 0),
              lm_dataset_nrows(ds));
+    /* appended only when on, so checkpoints made before the option still resume */
+    if (o->emb_logit) snprintf(s + strlen(s), 1024 - strlen(s), " emb_logit=1");
     return s;
 }
 
@@ -177,6 +179,7 @@ static char *train_json(const lm_train_opts *o, const lm_train_report *r, int th
     cJSON_AddNumberToObject(j, "warmup", (double)o->warmup);
     cJSON_AddNumberToObject(j, "decay", o->decay);
     cJSON_AddNumberToObject(j, "dropout", o->dropout);
+    if (o->emb_logit) cJSON_AddBoolToObject(j, "emb_logit", 1);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddNumberToObject(j, "threads", threads);
     cJSON_AddNumberToObject(j, "epochs_run", r->epochs_run);
@@ -230,6 +233,7 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
         return rc;
     }
     c.dropout = o->dropout;
+    c.emb_logit = o->emb_logit ? 1 : 0;
     c.id_rows = ntrain + 1;
     lm_net net;
     lm_model *m = NULL;

@@ -260,10 +260,11 @@ void lm_srv_score_rows(const lm_srv_model *sm, lm_srv_ws *w)
         lm_net_predict_emb_f32(sm->net, &w->mws, w->emb, sm->m->theta_g, &w->rows, w->z);
     } else {
         layer0_base(sm, w->meta, w->emb, w->base);
+        float zoff = sm->net->cfg.emb_logit ? w->emb[0] : 0.0f; /* E[0]: one shift per request */
         if (sm->kernel == LM_SRV_KERNEL_AVX2)
-            lm_srv_rows_avx2(&sm->pack, w->base, w->rows.dense, w->rows.cat, B, w->z, w->h);
+            lm_srv_rows_avx2(&sm->pack, w->base, w->rows.dense, w->rows.cat, B, zoff, w->z, w->h);
         else
-            lm_srv_rows_plain(&sm->pack, w->base, w->rows.dense, w->rows.cat, B, w->z, w->h);
+            lm_srv_rows_plain(&sm->pack, w->base, w->rows.dense, w->rows.cat, B, zoff, w->z, w->h);
     }
     if (sm->binary)
         for (size_t r = 0; r < B; r++) w->z[r] = 1.0f / (1.0f + expf(-w->z[r]));
@@ -283,7 +284,7 @@ static void axpy(float *restrict y, float a, const float *restrict x, size_t n)
 }
 
 void lm_srv_rows_plain(const lm_srv_pack *p, const float *base, const float *dense, const uint32_t *cat,
-                       size_t B, float *z, float *h)
+                       size_t B, float zoff, float *z, float *h)
 {
     float *a = h, *o = h + p->maxHP;
     for (size_t r = 0; r < B; r++) {
@@ -304,6 +305,6 @@ void lm_srv_rows_plain(const lm_srv_pack *p, const float *base, const float *den
             a = o, o = t;
             W = W2;
         }
-        z[r] = a[0];
+        z[r] = a[0] + zoff;
     }
 }

@@ -60,7 +60,7 @@ static inline void axpy8(float *y, float a, const float *x, size_t n)
     } while (0)
 
 void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dense, const uint32_t *cat,
-                      size_t B, float *z, float *h)
+                      size_t B, float zoff, float *z, float *h)
 {
     float *a = h, *o = h + p->maxHP;
     const __m256 zero = _mm256_setzero_ps();
@@ -97,7 +97,7 @@ void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dens
             a = o, o = t;
             W = W2;
         }
-        z[r] = a[0];
+        z[r] = a[0] + zoff;
     }
 }
 
@@ -122,9 +122,9 @@ void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dens
     } while (0)
 
 void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dense, const uint32_t *cat,
-                      size_t B, float *z, float *h)
+                      size_t B, float zoff, float *z, float *h)
 {
-    lm_srv_rows_plain(p, base, dense, cat, B, z, h);
+    lm_srv_rows_plain(p, base, dense, cat, B, zoff, z, h);
 }
 
 #endif

@@ -79,7 +79,7 @@ enum { LM_SRV_KERNEL_PLAIN = 0, LM_SRV_KERNEL_AVX2 = 1 };
 /* The global block repacked for the row kernel. Layer 0 is split by columns: the meta and E
  * columns are the same on every candidate of a request, so b0 + W0[:, meta] m + W0[:, E] e is
  * formed once per request ("base"); each candidate adds its dense and embedded categorical
- * columns. Layers are stored transposed (in, HP) with widths padded with zeros to a multiple of
+ * columns. With emb_logit, E[0] is likewise one constant per request added to every logit. Layers are stored transposed (in, HP) with widths padded with zeros to a multiple of
  * LM_SRV_VW, so a row is computed as a sum of broadcast-times-row products in input order
  * (mul then add, never fused: the plain and the AVX2 kernels give the same bits). */
 typedef struct lm_srv_pack {
@@ -124,11 +124,12 @@ int lm_srv_model_check_fit(const lm_srv_model *cur, const lm_srv_model *next, lm
 int lm_srv_kernel_pick(void);
 
 /* The kernels: logits z: (B) of B candidates whose dense: (B, ndense) and cat: (B, ncat) are
- * given, over base: (HP[0]); h: scratch (2 maxHP). */
+ * given, over base: (HP[0]); zoff is added to every logit (the request's E[0] for a model with
+ * emb_logit, else 0); h: scratch (2 maxHP). */
 void lm_srv_rows_plain(const lm_srv_pack *p, const float *base, const float *dense, const uint32_t *cat,
-                       size_t B, float *z, float *h);
+                       size_t B, float zoff, float *z, float *h);
 void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dense, const uint32_t *cat,
-                      size_t B, float *z, float *h);
+                      size_t B, float zoff, float *z, float *h);
 
 /* ============================================================================================
  * a thread's scratch (engine.c)

@@ -13,8 +13,10 @@
  *   - the same bits for a task alone, after other tasks on the same workspace, on workspaces of
  *     other sizes (P kept or recomputed per block), and inside an OpenMP loop over a batch;
  *     a second call gives the same bits;
- * then the FLOP count's sanity, the nets the fast path refuses, and end to end: lm_embed into
- * an lmdb:// store in $LM_TMP equals lm_adapt_task, bit for bit, for every task. */
+ * the same on six of the nets with lm_net_config.emb_logit on (the logit also gets E[0]);
+ * then the FLOP count's sanity, the nets the fast path refuses, and end to end (emb_logit off
+ * and on): lm_embed into an lmdb:// store in $LM_TMP equals lm_adapt_task, bit for bit, for
+ * every task. */
 #include "meta/batch_embed.h"
 #include "meta/meta_check.h"
 #include "meta/model.h"
@@ -345,7 +347,7 @@ static int sh(const char *what, const char *dir)
     return system(cmd);
 }
 
-static void check_end_to_end(void)
+static void check_end_to_end(int emb_logit)
 {
     const char *tmp = getenv("LM_TMP");
     char dir[2048], path[2300], url[2400];
@@ -386,6 +388,7 @@ static void check_end_to_end(void)
     lm_net_config_default(&c);
     if (!rc) rc = lm_net_config_from_schema(&c, schema, &err);
     if (!rc) rc = lm_net_config_parse_blocks(&c, "mlp:32,16", "mlp:64,32", &err);
+    c.emb_logit = emb_logit;
     if (!rc) rc = lm_net_init(&n, &c, &err);
     if (!rc) rc = lm_model_new(&m, &n, LM_TRAIN_LIMAML, schema, &err);
     if (!rc) {
@@ -394,7 +397,9 @@ static void check_end_to_end(void)
         snprintf(url, sizeof url, "lmdb://%s/store", dir);
         rc = lm_store_open(&st, url, LM_STORE_CREATE, &err);
     }
-    if (!check_true(rc == LM_OK, "end to end: synth, prepare, model, store (%s)", rc ? err.msg : "ok")) goto done;
+    if (!check_true(rc == LM_OK, "end to end%s: synth, prepare, model, store (%s)", emb_logit ? " (emb_logit)" : "",
+                    rc ? err.msg : "ok"))
+        goto done;
     uint64_t ntasks = lm_dataset_ntasks(ds);
     static const struct { uint32_t steps; int pool; int threads; size_t chunk; } runs[] = {
         {UINT32_MAX, LM_POOL_LATEST, 2, 37}, {1, LM_POOL_COS, 1, 1000}, {0, LM_POOL_MEAN, 2, 2}, {5, LM_POOL_MAX, 2, 1}};
@@ -457,6 +462,30 @@ static void check_end_to_end(void)
                    (unsigned long long)ntasks);
         lm_meta_embed_plan_free(plan);
         lm_meta_embed_ws_free(ews);
+    }
+    /* the model file records the option (a key written only when on, so a file without it,
+     * like every model from before the option, loads with it off) and reloads to the same
+     * embeddings bit for bit */
+    {
+        lm_model *m2 = NULL;
+        snprintf(path, sizeof path, "%s/model.st", dir);
+        rc = lm_model_save(m, path, &err);
+        if (!rc) rc = lm_model_load(&m2, path, &err);
+        int has_key = m2 && strstr(lm_model_info_json(m2), "\"emb_logit\"") != NULL;
+        check_true(rc == LM_OK && m2->net.cfg.emb_logit == emb_logit && has_key == emb_logit &&
+                       !memcmp(m2->theta_m, m->theta_m, n.meta_np * sizeof(float)) &&
+                       !memcmp(m2->theta_g, m->theta_g, n.global_np * sizeof(float)),
+                   "model file round trip: emb_logit %d read back %d, key %s (%s)", emb_logit,
+                   m2 ? m2->net.cfg.emb_logit : -1, has_key ? "present" : "absent", rc ? err.msg : "ok");
+        size_t same = 0, E = n.E;
+        float a[LM_EMBED_MAX_DIM], b[LM_EMBED_MAX_DIM];
+        for (uint64_t t = 0; t < ntasks && m2; t++)
+            if (!lm_adapt_task(m, ds, t, 2, -1, LM_ADAPT_ALL, LM_POOL_LATEST, a, &err) &&
+                !lm_adapt_task(m2, ds, t, 2, -1, LM_ADAPT_ALL, LM_POOL_LATEST, b, &err))
+                same += !memcmp(a, b, E * sizeof *a);
+        check_true(same == ntasks, "  ... and the reloaded model adapts to the same bits (%zu of %llu)", same,
+                   (unsigned long long)ntasks);
+        lm_model_free(m2);
     }
 done:
     lm_store_close(st);
@@ -521,8 +550,33 @@ int main(void)
     c.cat_buckets[0] = 501, c.cat_dim[0] = 8, c.cat_buckets[1] = 4, c.cat_dim[1] = 4;
     check_net("default net, synthetic shape", &c, 0.1);
     check_batch(&c);
+
+    /* again with emb_logit (the logit also gets E[0], so dE[0] gets d loss / d z) */
+    check_emb_logit = 1;
+    small_config(&c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
+    check_net("emb_logit small, bce", &c, 0.3);
+    small_config(&c, LM_NET_META_MLP, 2, LM_NET_LOSS_MSE, 0);
+    check_net("emb_logit small, mse", &c, 0.05);
+    small_config(&c, LM_NET_META_MLP, 0, LM_NET_LOSS_BCE, 0);
+    c.meta_in_global = 0;
+    check_net("emb_logit no tables, meta not in gl.", &c, 0.3);
+    small_config(&c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
+    c.nmeta_hidden = 0;
+    check_net("emb_logit small, linear meta", &c, 0.3);
+    small_config(&c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
+    c.emb_dim = 17, c.meta_hidden[0] = 33, c.global_hidden[0] = 70, c.global_hidden[1] = 19;
+    c.global_hidden[2] = 9, c.nglobal_hidden = 3;
+    check_net("emb_logit odd widths, 3 global layers", &c, 0.3);
+    lm_net_config_default(&c);
+    c.nmeta = 9, c.ndense = 9, c.ncat = 2, c.emb_logit = 1;
+    c.cat_buckets[0] = 501, c.cat_dim[0] = 8, c.cat_buckets[1] = 4, c.cat_dim[1] = 4;
+    check_net("emb_logit default net, synthetic", &c, 0.1);
+    check_batch(&c);
+    check_emb_logit = 0;
+
     check_refusals();
-    check_end_to_end();
+    check_end_to_end(0);
+    check_end_to_end(1);
     printf("worst normwise relative error (over the pooling's condition number): vs f32 reference %.2e, vs f64 %.2e, "
            "kernels vs plain %.2e\n", worst_f32, worst_f64, worst_kern);
     return check_summary();

@@ -24,6 +24,9 @@
 
 static lm_rng rng;
 
+/* a prefix naming the checks of the second pass, with lm_net_config.emb_logit on */
+#define EL (check_emb_logit ? "emb_logit " : "")
+
 typedef struct problem {
     lm_net n;
     lm_meta_opts o;
@@ -170,7 +173,7 @@ static void check_case(int kind, int algo, size_t steps, int first_order, double
     size_t P = p.Pmf + p.Pg, PA = NTASK * (p.Pm + p.Pg);
     double *g = dalloc(P), *g2 = dalloc(P), *ref = dalloc(P), *ad = dalloc(PA), *ad_ref = dalloc(PA);
     char name[200], tag[120];
-    snprintf(tag, sizeof tag, "%s %s n=%zu %s%s%s", kind == LM_NET_META_MLP ? "mlp" : "id",
+    snprintf(tag, sizeof tag, "%s%s %s n=%zu %s%s%s", EL, kind == LM_NET_META_MLP ? "mlp" : "id",
              p.maml ? "MAML" : "LiMAML", steps, first_order ? "first-order" : "second-order",
              w > 0 ? " +w*Ls" : "", dropout > 0 ? " dropout" : "");
 
@@ -208,7 +211,7 @@ static void check_case(int kind, int algo, size_t steps, int first_order, double
         snprintf(name, sizeof name, "%s: meta-gradient vs FD", tag);
     }
     char group[160];
-    snprintf(group, sizeof group, "%s %s %s", kind == LM_NET_META_MLP ? "mlp" : "id",
+    snprintf(group, sizeof group, "%s%s %s %s", EL, kind == LM_NET_META_MLP ? "mlp" : "id",
              p.maml ? "MAML" : "LiMAML", first_order ? "first order" : "second order");
     check_close(group, name, g, ref, P, ATOL, RTOL);
 
@@ -265,11 +268,11 @@ static void test_f32_vs_f64(int kind, int algo, size_t steps, double w, double d
     }
     to_f64(g32d, g32, P);
     char name[200];
-    snprintf(name, sizeof name, "f32 vs f64: %s %s n=%zu%s%s: objective",
+    snprintf(name, sizeof name, "f32 vs f64: %s%s %s n=%zu%s%s: objective", EL,
              kind == LM_NET_META_MLP ? "mlp" : "id", algo == LM_ALGO_MAML ? "MAML" : "LiMAML", steps,
              w > 0 ? " +w*Ls" : "", dropout > 0 ? " dropout (same seed)" : "");
     check_close("f32 vs f64", name, &F32, &F64, 1, 1e-6, F32_RTOL);
-    snprintf(name, sizeof name, "f32 vs f64: %s %s n=%zu%s%s: meta-gradient",
+    snprintf(name, sizeof name, "f32 vs f64: %s%s %s n=%zu%s%s: meta-gradient", EL,
              kind == LM_NET_META_MLP ? "mlp" : "id", algo == LM_ALGO_MAML ? "MAML" : "LiMAML", steps,
              w > 0 ? " +w*Ls" : "", dropout > 0 ? " dropout" : "");
     check_close("f32 vs f64", name, g32d, g64, P, F32_ATOL, F32_RTOL);
@@ -291,7 +294,8 @@ static void test_plain_and_adapt(int kind)
     problem p;
     problem_setup(&p, kind, LM_ALGO_LIMAML, 3, 0, 0, 0);
     size_t Pm = p.Pm, Pg = p.Pg, P = p.Pmf + Pg;
-    const char *k = kind == LM_NET_META_MLP ? "mlp" : "id";
+    char k[32];
+    snprintf(k, sizeof k, "%s%s", EL, kind == LM_NET_META_MLP ? "mlp" : "id");
     double *g = dalloc(P), *ref = dalloc(P);
 
     /* plain: the gradient of the query loss at theta, summed over tasks */
@@ -447,5 +451,20 @@ int main(void)
     test_plain_and_adapt(LM_NET_META_MLP);
     test_plain_and_adapt(LM_NET_META_ID);
     test_edges();
+
+    /* again with emb_logit (the logit also gets E[0]): both blocks, both algorithms, first and
+     * second order, with the support loss and dropout */
+    check_emb_logit = 1;
+    for (int kind = 0; kind < 2; kind++)
+        for (int algo = LM_ALGO_LIMAML; algo <= LM_ALGO_MAML; algo++)
+            for (size_t steps = 1; steps <= 2; steps++)
+                for (int fo = 0; fo < 2; fo++) check_case(kind, algo, steps, fo, steps == 2 ? 0.5 : 0, 0);
+    check_case(LM_NET_META_MLP, LM_ALGO_LIMAML, 3, 0, 0.5, 0.25);
+    check_case(LM_NET_META_ID, LM_ALGO_MAML, 2, 0, 0.5, 0.25);
+    test_f32_vs_f64(LM_NET_META_MLP, LM_ALGO_LIMAML, 3, 0.5, 0.25);
+    test_f32_vs_f64(LM_NET_META_MLP, LM_ALGO_MAML, 2, 0, 0);
+    test_f32_vs_f64(LM_NET_META_ID, LM_ALGO_LIMAML, 2, 0.5, 0);
+    test_plain_and_adapt(LM_NET_META_MLP);
+    test_plain_and_adapt(LM_NET_META_ID);
     return check_summary();
 }

@@ -116,7 +116,7 @@ static void check_passes(const char *name, const lm_net_config *cfg, size_t B)
     ctx_grad(&c, g);
     fd_grad(&c, ref);
     snprintf(label, sizeof label, "%s: [grad_m | grad_g] vs FD", name);
-    check_close("net gradient vs FD", label, g, ref, P, ATOL, RTOL);
+    check_close(check_emb_logit ? "emb_logit net gradient vs FD" : "net gradient vs FD", label, g, ref, P, ATOL, RTOL);
 
     /* weight scales the backward */
     memset(w, 0, P * sizeof(double));
@@ -138,7 +138,7 @@ static void check_passes(const char *name, const lm_net_config *cfg, size_t B)
                        1.0, hv, hv + Pm);
         fd_hvp(&c, vd, ref);
         snprintf(label, sizeof label, "%s: H v, %s, vs FD of the gradient", name, dir[d]);
-        check_close("net H v vs FD", label, hv, ref, P, ATOL, RTOL);
+        check_close(check_emb_logit ? "emb_logit net H v vs FD" : "net H v vs FD", label, hv, ref, P, ATOL, RTOL);
         free(vd);
     }
     /* weight and accumulation: two calls with weight 0.5 add up to one with weight 1 */
@@ -161,7 +161,7 @@ static void check_f32(const char *name, const float *a, const double *ref, size_
 {
     double *a64 = dalloc(n);
     to_f64(a64, a, n);
-    check_close("net f32 vs f64", name, a64, ref, n, F32_ATOL, F32_RTOL);
+    check_close(check_emb_logit ? "emb_logit net f32 vs f64" : "net f32 vs f64", name, a64, ref, n, F32_ATOL, F32_RTOL);
     free(a64);
 }
 
@@ -191,9 +191,10 @@ static void test_f32_vs_f64(int meta_kind, double dropout)
     lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, v, v + Pm, 1.0, hv64, hv64 + Pm);
     lm_net_hvp_f32(&c.n, &ws32, 0, tm, tg, &r32, v32, v32 + Pm, 1.0, hv32, hv32 + Pm);
     char label[160];
-    const char *kind = meta_kind == LM_NET_META_MLP ? "mlp" : "id";
+    const char *kind = meta_kind == LM_NET_META_MLP ? (check_emb_logit ? "emb_logit mlp" : "mlp")
+                                                    : (check_emb_logit ? "emb_logit id" : "id");
     snprintf(label, sizeof label, "f32 vs f64 (%s meta, dropout %.1f, same seed): loss", kind, dropout);
-    check_close("net f32 vs f64", label, (double[]){l32}, (double[]){l64}, 1, F32_ATOL, F32_RTOL);
+    check_close(check_emb_logit ? "emb_logit net f32 vs f64" : "net f32 vs f64", label, (double[]){l32}, (double[]){l64}, 1, F32_ATOL, F32_RTOL);
     snprintf(label, sizeof label, "f32 vs f64 (%s meta, dropout %.1f): gradient", kind, dropout);
     check_f32(label, g32, g64, P);
     snprintf(label, sizeof label, "f32 vs f64 (%s meta, dropout %.1f): H v", kind, dropout);
@@ -331,6 +332,36 @@ static void test_eval_helpers(void)
     ctx_teardown(&c);
 }
 
+/* emb_logit shifts each logit by exactly E[b, 0]: the same parameters scored with and without
+ * the option (MLP and id blocks), and E[0] is the only difference. */
+static void test_emb_logit_shift(int meta_kind)
+{
+    lm_net_config cfg;
+    small_config(&cfg, meta_kind, 2, LM_NET_LOSS_BCE, 0);
+    net_ctx c;
+    ctx_setup(&c, &cfg, 7);
+    cfg.emb_logit = 1;
+    lm_net n1;
+    net_make(&n1, &cfg);
+    double *E = dalloc(c.B * 3), *z0 = dalloc(c.B), *z1 = dalloc(c.B), *z1e = dalloc(c.B);
+    lm_net_embed_f64(&c.n, &c.ws, c.tm, c.r.meta, c.B, E);
+    lm_net_predict_f64(&c.n, &c.ws, c.tm, c.tg, &c.r, z0);
+    lm_net_predict_f64(&n1, &c.ws, c.tm, c.tg, &c.r, z1);
+    for (size_t b = 0; b < c.B; b++) z0[b] += E[b * 3];
+    check_close(NULL, meta_kind == LM_NET_META_MLP ? "emb_logit mlp: logit = global MLP + E[0]"
+                                                   : "emb_logit id: logit = global MLP + E[0]",
+                z1, z0, c.B, 1e-15, 1e-14);
+    /* predict_emb (the served path) shifts by the given embedding's E[0] too */
+    if (meta_kind == LM_NET_META_MLP) {
+        lm_net_predict_emb_f64(&n1, &c.ws, E, c.tg, &c.r, z1e);
+        lm_net_predict_emb_f64(&c.n, &c.ws, E, c.tg, &c.r, z0);
+        for (size_t b = 0; b < c.B; b++) z0[b] += E[0];
+        check_close(NULL, "emb_logit: predict_emb adds the embedding's E[0]", z1e, z0, c.B, 1e-15, 1e-14);
+    }
+    free(E), free(z0), free(z1), free(z1e);
+    ctx_teardown(&c);
+}
+
 int main(void)
 {
     lm_rng_seed(&rng, 20240825);
@@ -365,5 +396,19 @@ int main(void)
     test_f32_vs_f64(LM_NET_META_MLP, 0);
     test_f32_vs_f64(LM_NET_META_MLP, 0.3);
     test_f32_vs_f64(LM_NET_META_ID, 0.3);
+
+    /* again with emb_logit: the logit also gets E[0] */
+    test_emb_logit_shift(LM_NET_META_MLP);
+    test_emb_logit_shift(LM_NET_META_ID);
+    check_emb_logit = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        lm_net_config cfg;
+        char name[120];
+        snprintf(name, sizeof name, "emb_logit, %s", cases[i].name);
+        small_config(&cfg, cases[i].kind, (size_t)cases[i].ncat, cases[i].loss, cases[i].dropout);
+        check_passes(name, &cfg, cases[i].B);
+    }
+    test_f32_vs_f64(LM_NET_META_MLP, 0.3);
+    test_f32_vs_f64(LM_NET_META_ID, 0);
     return check_summary();
 }

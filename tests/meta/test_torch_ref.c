@@ -59,26 +59,32 @@ typedef struct tcase {
     size_t nmeta_hidden, meta_hidden[2];
     size_t nglobal_hidden, global_hidden[2];
     int meta_in_global;
+    int emb_logit;           /* lm_net_config.emb_logit: the logit also gets E[0] */
 } tcase;
 
 #define MLP LM_NET_META_MLP
 #define BCE LM_NET_LOSS_BCE
 static const tcase cases[] = {
     /* name, meta kind, loss, algo, steps, alpha, first order, w, meta hidden, global hidden,
-     * meta features in the global block */
-    {"LiMAML n=1", MLP, BCE, LM_ALGO_LIMAML, 1, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1},
-    {"LiMAML n=2", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 0, 1, {6}, 1, {8}, 1},
-    {"LiMAML n=3", MLP, BCE, LM_ALGO_LIMAML, 3, 0.5, 0, 0, 2, {6, 4}, 2, {8, 5}, 1},
-    {"LiMAML n=2 first-order", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 1, 0, 1, {6}, 2, {8, 5}, 1},
-    {"MAML n=1", MLP, BCE, LM_ALGO_MAML, 1, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1},
-    {"MAML n=2", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 0, 0, 1, {6}, 1, {8}, 1},
-    {"LiMAML n=2 w=3", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 3, 1, {6}, 2, {8, 5}, 1},
-    {"MAML n=2 w=3 first-order", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 1, 3, 1, {6}, 2, {8, 5}, 1},
-    {"MAML n=3 no meta hidden", MLP, BCE, LM_ALGO_MAML, 3, 0.375, 0, 0, 0, {0}, 2, {8, 5}, 1},
-    {"LiMAML id n=2", LM_NET_META_ID, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 0, 0, {0}, 2, {8, 5}, 1},
+     * meta features in the global block, emb_logit */
+    {"LiMAML n=1", MLP, BCE, LM_ALGO_LIMAML, 1, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1, 0},
+    {"LiMAML n=2", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 0, 1, {6}, 1, {8}, 1, 0},
+    {"LiMAML n=3", MLP, BCE, LM_ALGO_LIMAML, 3, 0.5, 0, 0, 2, {6, 4}, 2, {8, 5}, 1, 0},
+    {"LiMAML n=2 first-order", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 1, 0, 1, {6}, 2, {8, 5}, 1, 0},
+    {"MAML n=1", MLP, BCE, LM_ALGO_MAML, 1, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1, 0},
+    {"MAML n=2", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 0, 0, 1, {6}, 1, {8}, 1, 0},
+    {"LiMAML n=2 w=3", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 3, 1, {6}, 2, {8, 5}, 1, 0},
+    {"MAML n=2 w=3 first-order", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 1, 3, 1, {6}, 2, {8, 5}, 1, 0},
+    {"MAML n=3 no meta hidden", MLP, BCE, LM_ALGO_MAML, 3, 0.375, 0, 0, 0, {0}, 2, {8, 5}, 1, 0},
+    {"LiMAML id n=2", LM_NET_META_ID, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 0, 0, {0}, 2, {8, 5}, 1, 0},
     {"LiMAML n=2 mse, no meta in global", MLP, LM_NET_LOSS_MSE, LM_ALGO_LIMAML, 2, 0.125, 0, 0,
-     1, {6}, 2, {8, 5}, 0},
-    {"plain", MLP, BCE, LM_ALGO_PLAIN, 0, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1},
+     1, {6}, 2, {8, 5}, 0, 0},
+    {"plain", MLP, BCE, LM_ALGO_PLAIN, 0, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1, 0},
+    /* emb_logit: the logit also gets E[0] */
+    {"LiMAML n=2 w=3 emb_logit", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 3, 1, {6}, 2, {8, 5}, 1, 1},
+    {"MAML n=2 emb_logit", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 0, 0, 1, {6}, 1, {8}, 1, 1},
+    {"LiMAML id n=2 mse emb_logit", LM_NET_META_ID, LM_NET_LOSS_MSE, LM_ALGO_LIMAML, 2, 0.125, 0, 0,
+     0, {0}, 2, {8, 5}, 1, 1},
 };
 #undef MLP
 #undef BCE
@@ -113,6 +119,7 @@ static void config_of(lm_net_config *c, const tcase *tc)
     c->nglobal_hidden = tc->nglobal_hidden;
     for (size_t i = 0; i < tc->nglobal_hidden; i++) c->global_hidden[i] = tc->global_hidden[i];
     c->meta_in_global = tc->meta_in_global;
+    c->emb_logit = tc->emb_logit;
 }
 
 static void ws_make_f32(lm_meta_ws_f32 *ws, const lm_net *n, size_t rows, size_t steps, int g)
@@ -354,7 +361,7 @@ static int write_case(const run *r, const char *path)
                           "first_order", "support_weight", "nmeta", "ndense", "cat_buckets",
                           "cat_dim", "emb_dim", "meta_in_global", "meta_hidden",
                           "global_hidden", "ntask", "task_rows", "id_rows", "nin", "meta_np",
-                          "global_np", "cat_off"};
+                          "global_np", "cat_off", "emb_logit"};
     const char *vals[] = {
         REF_VERSION,
         tc->name,
@@ -380,6 +387,7 @@ static int write_case(const run *r, const char *path)
         meta_np,
         global_np,
         join_sizes(cat_off, sizeof cat_off, n->cat_off, n->ncat),
+        tc->emb_logit ? "1" : "0",
     };
     lm_err err = {0};
     int rc = lm_st_write(path, l.t, l.n, keys, vals, sizeof keys / sizeof keys[0], &err);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 static int fails, checks;
+static int emb_logit_on; /* model_of builds nets with lm_net_config.emb_logit set to this */
 
 #define CHECK(c, ...)                                                                                        \
     do {                                                                                                     \
@@ -64,6 +65,7 @@ static lm_srv_model *model_of(const lm_schema *s, const size_t *gh, size_t ngh, 
     c.meta_hidden[0] = 7;
     c.nmeta_hidden = 1;
     if (id_kind) c.meta_kind = LM_NET_META_ID, c.id_rows = 3;
+    c.emb_logit = emb_logit_on;
     lm_net net;
     lm_model *m = NULL;
     lm_srv_model *sm = NULL;
@@ -95,8 +97,9 @@ static void fill_rows(lm_srv_ws *w, const lm_srv_model *sm, size_t B, lm_rng *rn
 
 /* ---- the kernels ----------------------------------------------------------------------------- */
 
-static void test_kernels(void)
+static void test_kernels(int emb_logit)
 {
+    emb_logit_on = emb_logit;
     static const struct {
         size_t nmeta, ndense, ncat, gh[4], ngh, E;
     } shapes[] = {
@@ -141,7 +144,33 @@ static void test_kernels(void)
             float d = fabsf(plain[r] - wr.z[r]) / (1e-5f + 1e-5f * fabsf(wr.z[r]));
             if (!(d <= worst)) worst = d;
         }
-        CHECK(worst <= 1, "shape %zu: fast and reference differ by %.3g tolerances", t, (double)worst);
+        CHECK(worst <= 1, "shape %zu%s: fast and reference differ by %.3g tolerances", t,
+              emb_logit ? " (emb_logit)" : "", (double)worst);
+        if (emb_logit) {
+            /* against lm_net's own prediction at the cold-start embedding (the meta block on the
+             * request's meta features): the logit's E[0] shift is the same one constant */
+            float keep[64], z[64], zn = 0;
+            memcpy(keep, wf.emb, fast->net->E * sizeof(float));
+            lm_srv_cold_embedding(fast, &wf);
+            lm_srv_score_rows(fast, &wf);
+            lm_meta_ws_f32 mws = {0};
+            CHECK(!lm_meta_ws_alloc_f32(&mws, fast->net, B, 1, 0, &err), "ws: %s", err.msg);
+            for (size_t r = 0; r < B; r++)
+                memcpy(wf.rows.meta + r * fast->net->nmeta, wf.meta, fast->net->nmeta * sizeof(float));
+            lm_net_predict_f32(fast->net, &mws, fast->m->theta_m, fast->m->theta_g, &wf.rows, z);
+            for (size_t r = 0; r < B; r++) {
+                float y = fast->binary ? 1.0f / (1.0f + expf(-z[r])) : z[r];
+                float d = fabsf(wf.z[r] - y) / (1e-5f + 1e-5f * fabsf(y));
+                if (!(d <= zn)) zn = d;
+            }
+            CHECK(zn <= 1, "shape %zu (emb_logit): fast engine and lm_net_predict differ by %.3g tolerances", t,
+                  (double)zn);
+            printf("ok   shape %zu (emb_logit): fast vs reference %.2g, vs lm_net_predict %.2g tolerances\n", t,
+                   (double)worst, (double)zn);
+            lm_meta_ws_free_f32(&mws);
+            memcpy(wf.emb, keep, fast->net->E * sizeof(float));
+            lm_srv_score_rows(fast, &wf);
+        }
         /* a candidate's score does not depend on the others of its request */
         wf.rows.n = 1;
         if (fast->net->ndense)
@@ -320,7 +349,8 @@ static void test_text(void)
 
 int main(void)
 {
-    test_kernels();
+    test_kernels(0);
+    test_kernels(1); /* the logit also gets E[0] */
     test_requests();
     test_id_cold_start();
     test_text();

@@ -45,6 +45,24 @@ check "fast and reference engines agree on test AUC ($a1 vs $a2)" awk -v a="${a1
 run "$BIN" train "${common[@]}" --algo maml --engine fast --out "$TMP/x.st"
 check "--engine fast refuses MAML with a reason" grep -q "engine fast" "$TMP/.err"
 
+# --emb-logit (the logit also gets E[0]): recorded in the model file (and only when on), the
+# fast engine and the reference agree, and the model beats chance after adaptation.
+run "$BIN" train --help
+check "train --help documents --emb-logit" grep -q -- "--emb-logit" "$TMP/.out"
+run "$BIN" train "${common[@]}" --algo limaml --emb-logit --out "$TMP/el.st"
+check "train --emb-logit" test "$rc" -eq 0
+check "  ... the model file records emb_logit" grep -q "emb_logit" "$TMP/el.st"
+check "  ... a model without the option does not" bash -c "! grep -q emb_logit '$TMP/limaml.st'"
+run "$BIN" train "${common[@]}" --algo limaml --emb-logit --engine reference --out "$TMP/el-ref.st"
+check "train --emb-logit --engine reference" test "$rc" -eq 0
+a1=$("$BIN" eval --model "$TMP/el.st" --data "$TMP/ds" --adapt-steps 3 --json | sed -n 's/.*"auc":\([0-9.]*\).*/\1/p')
+a2=$("$BIN" eval --model "$TMP/el-ref.st" --data "$TMP/ds" --adapt-steps 3 --json | sed -n 's/.*"auc":\([0-9.]*\).*/\1/p')
+check "emb_logit: AUC above chance, fast and reference engines agree ($a1 vs $a2)" awk -v a="${a1:-0}" -v b="${a2:-1}" 'BEGIN { d = a - b; exit !(a > 0.55 && d < 0.01 && d > -0.01) }'
+run "$BIN" eval --model "$TMP/el.st" --data "$TMP/ds" --adapt-steps 3 --adapt-from train --score val --warm-only --json
+check "eval --score val (warm validation, adapted on train)" grep -q '"auc":0\.[0-9]' "$TMP/.out"
+run "$BIN" eval --model "$TMP/el.st" --data "$TMP/ds" --adapt-steps 3 --score val
+check "eval --score val refuses adapting on the scored rows" test "$rc" -eq 1
+
 # Same seed, same threads: the same bytes. Another seed: different.
 run "$BIN" train "${common[@]}" --algo limaml --out "$TMP/again.st"
 check "same seed and threads give the same model" cmp -s "$TMP/limaml.st" "$TMP/again.st"
