@@ -18,7 +18,7 @@
  * Scope: LM_ALGO_LIMAML (any n, second or first order, any w >= 0) and LM_ALGO_PLAIN (the
  * vanilla gradient on the query rows), an MLP meta block, a global MLP with at least one hidden
  * layer, BCE or MSE, dropout off (lm_meta_opts.dropout_mode = LM_DROPOUT_OFF, or a net without
- * dropout). Anything else gets LM_EINVAL (lm_meta_batch_supported says why) and the caller
+ * dropout), with or without lm_net_config.emb_logit (the logit also gets E[0]). Anything else gets LM_EINVAL (lm_meta_batch_supported says why) and the caller
  * uses lm_meta_task. Float only.
  *
  * Determinism: for a given workspace (its partition count) the results are the same bits on
