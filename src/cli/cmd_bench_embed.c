@@ -40,9 +40,11 @@ static const cli_cmd cmd = {
     "command starts on 127.0.0.1 with scripts/redis-test-server.sh and stops at the end (bytes/task:\n"
     "used_memory's growth / tasks; the server shares the cores). Memory: peak resident (file\n"
     "maps included) and peak anonymous (sampled every 20 ms: resident less file-backed, i.e.\n"
-    "beyond the dataset's and the store's memory maps). PyTorch (tools/torch_embed_bench.py,\n"
-    "python from --python or LM_PYREF_PYTHON): the first --torch-tasks tasks, from rows in memory\n"
-    "to embeddings, no store; its embeddings of the first --sample tasks are compared with\n"
+    "beyond the dataset's and the store's memory maps); cpu s: the process's user + system CPU\n"
+    "seconds (the machine may be shared: wall time says how many cores a run got). PyTorch\n"
+    "(tools/torch_embed_bench.py, python from --python or LM_PYREF_PYTHON): the first --torch-tasks\n"
+    "tasks, from rows in memory to embeddings, no store, one pass after each of our runs of a k;\n"
+    "its embeddings of the first --sample tasks are compared with\n"
     "`limaml adapt`'s (equal to the store's bit for bit). Ratio: ours into LMDB / PyTorch.\n"
     "Bounded: with the defaults about 10 to 20 minutes on 2 cores, most of it preparing the 10 M\n"
     "task dataset once (about 14 GB of CSV, deleted after, and 12 GB prepared, kept in DIR).",
@@ -143,6 +145,8 @@ static int write_init_model(const lm_dataset *ds, const char *path, lm_err *err)
 typedef struct embed_result {
     double tasks_per_s, seconds; /* lm_embed's own: begin a version .. publish */
     double wall;                 /* the process: start to exit (model load, dataset open too) */
+    double cpu;                  /* the process's user + system CPU seconds: on a shared machine
+                                  * the wall time says how many cores it got, this what it needed */
     uint64_t written;
     double peak_rss, peak_anon;  /* bytes */
 } embed_result;
@@ -202,6 +206,8 @@ static int run_embed(const char *model, const char *data, const char *url, uint6
     close(pipefd[0]);
     out[n > 0 ? n : 0] = 0;
     r->peak_rss = (double)ru.ru_maxrss * 1024;
+    r->cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+             (double)ru.ru_stime.tv_usec * 1e-6;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
     /* "embed: published version bench of URL: N embeddings (...) in S s, T tasks/s" */
     const char *e = strstr(out, " embeddings ("), *in = strstr(out, ") in ");
@@ -542,13 +548,13 @@ int bench_embed(int argc, char **argv)
         snprintf(in, sizeof in, "%s/torch-embed-%llu.safetensors", dir, (unsigned long long)T);
         if (write_torch_input(in, m, ds, T, S, ks, nk, &err)) rc = cli_fail(&err);
     }
-    printf("%-3s %-6s %12s %9s %11s %14s %14s  %s\n", "k", "store", "tasks/s", "seconds", "bytes/task", "peak RSS MiB",
-           "peak anon MiB", "runs (tasks/s)");
+    printf("%-3s %-6s %12s %9s %8s %11s %14s %14s  %s\n", "k", "store", "tasks/s", "seconds", "cpu s", "bytes/task",
+           "peak RSS MiB", "peak anon MiB", "runs (tasks/s)");
     double lmdb_tps[MAX_K], torch_tps[MAX_K], anon_1 = NAN;
     char torch_all[MAX_K][1024];
     torch_result tr[MAX_K];
     for (int i = 0; i < nk && !rc; i++) {
-        double tps[3][MAX_RUNS], secs[2][MAX_RUNS], bpt[2][MAX_RUNS], rss[2] = {0, 0}, anon[2] = {0, 0};
+        double tps[3][MAX_RUNS], secs[2][MAX_RUNS], cpu[2][MAX_RUNS], bpt[2][MAX_RUNS], rss[2] = {0, 0}, anon[2] = {0, 0};
         for (uint64_t r = 0; r < runs && !rc; r++) {
             for (int be = 0; be < 2 && !rc; be++) {
                 if (!(be ? use_redis : use_lmdb)) continue;
@@ -557,7 +563,7 @@ int bench_embed(int argc, char **argv)
                     rc = 1;
                     break;
                 }
-                tps[be][r] = e.tasks_per_s, secs[be][r] = e.seconds;
+                tps[be][r] = e.tasks_per_s, secs[be][r] = e.seconds, cpu[be][r] = e.cpu;
                 rss[be] = fmax(rss[be], e.peak_rss), anon[be] = fmax(anon[be], e.peak_anon);
             }
             if (!rc && !no_torch) {
@@ -574,11 +580,13 @@ int bench_embed(int argc, char **argv)
             char all[1024];
             double t = median_runs(tps[be], runs, all, sizeof all);
             qsort(secs[be], runs, sizeof(double), cmp_d);
+            qsort(cpu[be], runs, sizeof(double), cmp_d);
             qsort(bpt[be], runs, sizeof(double), cmp_d);
             if (!be) lmdb_tps[i] = t;
             if (!be && i == 0) anon_1 = anon[be];
-            printf("%-3llu %-6s %12.0f %9.2f %11.1f %14.1f %14.1f  %s\n", (unsigned long long)ks[i], be ? "redis" : "lmdb",
-                   t, secs[be][runs / 2], bpt[be][runs / 2], rss[be] / 1048576.0, anon[be] / 1048576.0, all);
+            printf("%-3llu %-6s %12.0f %9.2f %8.2f %11.1f %14.1f %14.1f  %s\n", (unsigned long long)ks[i],
+                   be ? "redis" : "lmdb", t, secs[be][runs / 2], cpu[be][runs / 2], bpt[be][runs / 2], rss[be] / 1048576.0,
+                   anon[be] / 1048576.0, all);
         }
         if (!rc && !no_torch) torch_tps[i] = median_runs(tps[2], runs, torch_all[i], sizeof torch_all[i]);
         fflush(stdout);
@@ -625,9 +633,9 @@ int bench_embed(int argc, char **argv)
             rc = 1;
         } else {
             printf("end to end: %llu tasks into LMDB, k = %llu: `limaml embed` %.1f s wall (%.1f s begin to publish, "
-                   "%.0f tasks/s), peak RSS %.1f MiB (with the dataset's and the store's maps), peak anonymous %.1f MiB "
+                   "%.0f tasks/s; %.1f CPU s), peak RSS %.1f MiB (with the dataset's and the store's maps), peak anonymous %.1f MiB "
                    "(%.1f MiB at %llu tasks), store %.1f bytes/task%s\n",
-                   (unsigned long long)bn, (unsigned long long)ks[0], e.wall, e.seconds, e.tasks_per_s,
+                   (unsigned long long)bn, (unsigned long long)ks[0], e.wall, e.seconds, e.tasks_per_s, e.cpu,
                    e.peak_rss / 1048576.0, e.peak_anon / 1048576.0, anon_1 / 1048576.0, (unsigned long long)nt,
                    file_size(db) / (double)bn, prep > 1 ? "" : " (dataset reused)");
             if (prep > 1) printf("  (synth + prepare of the %llu tasks took %.0f s, once)\n", (unsigned long long)bn, prep);

@@ -38,15 +38,15 @@ check "bench embed runs (exit 0)" test "$rc" -eq 0
 cat "$TMP/.out"
 check "  ... in a few seconds" test $(($(date +%s) - start)) -lt 60
 check "  ... names the data and the model" grep -q "^bench embed: 3000 tasks .*initialised as \`limaml train\` starts" "$TMP/.out"
-# rows: k store tasks/s seconds bytes/task peak-RSS peak-anon, every figure positive
-rows() { awk -v k="$1" -v s="$2" '$1 == k && $2 == s && $3 > 0 && $4 > 0 && $5 > 0 && $6 > 0 && $7 > 0' "$TMP/.out" | wc -l; }
+# rows: k store tasks/s seconds cpu-s bytes/task peak-RSS peak-anon runs, every figure positive
+rows() { awk -v k="$1" -v s="$2" '$1 == k && $2 == s && $3 > 0 && $4 > 0 && $5 > 0 && $6 > 0 && $7 > 0 && $8 > 0' "$TMP/.out" | wc -l; }
 for k in 1 5; do
     for s in ${backends//,/ }; do
         check "  ... a row for k = $k, $s, with positive figures" test "$(rows $k $s)" -eq 1
     done
 done
 check "  ... LMDB takes between 64 and 1,000 bytes per task (E = 16 floats)" \
-    awk '$2 == "lmdb" && $1 == 1 { exit !($5 >= 64 && $5 < 1000) }' "$TMP/.out"
+    awk '$2 == "lmdb" && $1 == 1 { exit !($6 >= 64 && $6 < 1000) }' "$TMP/.out"
 if [ "${torch[0]}" = --python ]; then
     # k torch-t/s ours-t/s ratio max-diff median-diff over/compared ...
     check "  ... PyTorch rows for k = 1 and 5 with a ratio" \
