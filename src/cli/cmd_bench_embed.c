@@ -46,8 +46,9 @@ static const cli_cmd cmd = {
     "tasks, from rows in memory to embeddings, no store, one pass after each of our runs of a k;\n"
     "its embeddings of the first --sample tasks are compared with\n"
     "`limaml adapt`'s (equal to the store's bit for bit). Ratio: ours into LMDB / PyTorch.\n"
-    "Bounded: with the defaults about 10 to 20 minutes on 2 cores, most of it preparing the 10 M\n"
-    "task dataset once (about 14 GB of CSV, deleted after, and 12 GB prepared, kept in DIR).",
+    "Bounded: with the defaults about 8 minutes on 2 free cores the first time (4 minutes of it\n"
+    "making the 10 M task dataset: about 14 GB of CSV, deleted after, and 12 GB prepared, kept in\n"
+    "DIR), about 5 once the datasets are there; a shared machine stretches the wall time.",
 };
 
 static int cmp_d(const void *a, const void *b)
@@ -466,7 +467,7 @@ int bench_embed(int argc, char **argv)
         {"runs", CLI_U64, &runs, "R", "3", 0, "runs per setting, each its own process (median reported)"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads of both sides (0: all cores)"},
         {"big-tasks", CLI_U64, &big, "N", "10000000", 0, "tasks of the end-to-end LMDB run (0: skip it)"},
-        {"torch-tasks", CLI_U64, &torch_tasks, "N", "200000", 0, "tasks the PyTorch side embeds per run"},
+        {"torch-tasks", CLI_U64, &torch_tasks, "N", "200000", 0, "tasks the PyTorch side embeds per run (0: all)"},
         {"sample", CLI_U64, &sample, "N", "2000", 0, "tasks whose PyTorch embeddings are compared with ours"},
         {"model", CLI_STR, &model_arg, "M", "an initialised one", 0, "model file (default net, untrained)"},
         {"dir", CLI_STR, &dir, "DIR", "bench-data", 0, "folder for datasets, model, stores, torch input"},
