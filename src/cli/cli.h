@@ -68,5 +68,6 @@ int cmd_store(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int bench_serve(int argc, char **argv); /* limaml bench serve */
+int bench_embed(int argc, char **argv); /* limaml bench embed */
 
 #endif

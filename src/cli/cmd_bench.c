@@ -139,9 +139,9 @@ static int bench_prepare(int argc, char **argv)
 int cmd_bench(int argc, char **argv)
 {
     static const cli_cmd cmd = {
-        "bench", "limaml bench prepare|train|serve [options]",
+        "bench", "limaml bench prepare|train|serve|embed [options]",
         "Measure throughput. `limaml bench WHAT --help` lists a benchmark's options.", NULL};
-    if (argc < 1) return cli_usage_error(&cmd, "which benchmark? (prepare, train, serve)");
+    if (argc < 1) return cli_usage_error(&cmd, "which benchmark? (prepare, train, serve, embed)");
     if (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
         cli_print_help(&cmd, (cli_opt[]){{0}}, stdout);
         return 0;
@@ -149,5 +149,6 @@ int cmd_bench(int argc, char **argv)
     if (!strcmp(argv[0], "prepare")) return bench_prepare(argc - 1, argv + 1);
     if (!strcmp(argv[0], "train")) return bench_train(argc - 1, argv + 1);
     if (!strcmp(argv[0], "serve")) return bench_serve(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "embed")) return bench_embed(argc - 1, argv + 1);
     return cli_usage_error(&cmd, "unknown benchmark '%s'", argv[0]);
 }

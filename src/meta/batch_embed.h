@@ -80,7 +80,7 @@ void lm_meta_embed_f32(const lm_meta_embed_plan *p, lm_meta_embed_ws *ws, const 
 double lm_meta_embed_flops(const lm_net *n, size_t B, uint32_t steps, int pool, int uniform);
 
 /* ============================================================================================
- * throughput measurement (for `limaml bench embed`)
+ * throughput measurement of the engine alone
  * ========================================================================================== */
 
 typedef struct lm_meta_embed_bench_opts {

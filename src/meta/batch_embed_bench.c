@@ -1,7 +1,8 @@
-/* batch_embed_bench.c: lm_meta_embed_bench, the throughput of the embedding engine on a
- * dataset's tasks (for `limaml bench embed`): a full pass as lm_embed computes it (each task's
- * rows gathered from the dataset, then embedded; no store), compute-only passes over a pool of
- * tasks gathered beforehand, and the per-task reference on a prefix of the tasks. */
+/* batch_embed_bench.c: lm_meta_embed_bench, the throughput of the embedding engine alone on a
+ * dataset's tasks (`limaml bench embed` times whole `limaml embed` runs instead): a full pass as
+ * lm_embed computes it (each task's rows gathered from the dataset, then embedded; no store),
+ * compute-only passes over a pool of tasks gathered beforehand, and the per-task reference on a
+ * prefix of the tasks. */
 #include "meta/batch_embed.h"
 
 #include <math.h>
