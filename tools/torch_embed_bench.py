@@ -94,6 +94,7 @@ class Model:
         cats = info["schema"].get("categorical", [])
         self.tables = [t["global.emb." + c["column"]] for c in cats]
         self.meta_in_global = bool(net["meta_in_global"])
+        self.emb_logit = bool(net.get("emb_logit", False))  # logit += E[0] (limaml train --emb-logit)
         W0 = self.glob[0][0]
         self.W0fix, self.WE = W0[:, :W0.shape[1] - self.E], W0[:, W0.shape[1] - self.E:]
 
@@ -153,6 +154,11 @@ def embed_batch(M, d, a, b, k, alpha, uniform, out):
         for W, bb in M.glob[1:]:
             h = torch.addmm(bb, torch.relu(h), W.t())
         z = h.view(-1)
+        if M.emb_logit:
+            if uniform:
+                z = z + Em[:, 0].index_select(0, tid)
+            else:
+                z = z + Em.reshape(-1, M.E).index_select(0, pos)[:, 0]
         if M.loss == "bce":
             l = tf.binary_cross_entropy_with_logits(z, y, reduction="none")
         else:

@@ -13,7 +13,9 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,7 @@ typedef struct rp_plan {
 
 typedef struct rp_client {
     const rp_plan *plan;
+    atomic_int *stop;   /* set by the first client that fails: the others stop too */
     const char *url;
     const char *token;
     size_t idx, stride; /* this client sends requests idx, idx + stride, ... */
@@ -55,8 +58,8 @@ static int same_meta(const lm_dataset *ds, uint64_t a, uint64_t b)
 }
 
 /* The scored rows of every task (split `part`) and the requests that carry them. */
-static int plan_make(rp_plan *p, const lm_dataset *ds, int part, size_t max_cand, uint64_t max_tasks,
-                     lm_err *err)
+static int plan_make(rp_plan *p, const lm_dataset *ds, const char *dir, int part, size_t max_cand,
+                     uint64_t max_tasks, lm_err *err)
 {
     memset(p, 0, sizeof *p);
     p->ds = ds;
@@ -82,7 +85,7 @@ static int plan_make(rp_plan *p, const lm_dataset *ds, int part, size_t max_cand
             i = j;
         }
     }
-    if (!p->nrows) return lm_err_set(err, LM_EINVAL, "the dataset has no rows in the part to replay");
+    if (!p->nrows) return lm_err_set(err, LM_EINVAL, "%s: no rows in the %s part to replay", dir, lm_split_name(part));
     p->label = lm_malloc_array(p->nrows, sizeof *p->label);
     p->flags = lm_malloc_array(p->nrows, 1);
     p->score = lm_malloc_array(p->nrows, sizeof *p->score);
@@ -118,6 +121,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
 /* Read {"scores": [...], "embedding_version": "V", "cold_start": B} into the request's slots. */
 static int take_reply(rp_client *c, const rp_req *rq, const char *body, size_t len)
 {
+    if (!body) body = "", len = 0;
     cJSON *j = cJSON_ParseWithLength(body, len);
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "scores");
     if (!cJSON_IsArray(sc) || (size_t)cJSON_GetArraySize(sc) != rq->n) {
@@ -127,7 +131,15 @@ static int take_reply(rp_client *c, const rp_req *rq, const char *body, size_t l
     }
     size_t i = 0;
     const cJSON *x;
-    cJSON_ArrayForEach(x, sc) c->plan->score[rq->first + i++] = (float)x->valuedouble;
+    cJSON_ArrayForEach(x, sc)
+    {
+        if (!cJSON_IsNumber(x)) {
+            snprintf(c->msg, sizeof c->msg, "a reply's scores[%zu] is not a number: %.200s", i, body);
+            cJSON_Delete(j);
+            return -1;
+        }
+        c->plan->score[rq->first + i++] = (float)x->valuedouble;
+    }
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "cold_start"))) c->cold += rq->n;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "embedding_version");
     if (cJSON_IsString(v)) snprintf(c->version, sizeof c->version, "%s", v->valuestring);
@@ -159,7 +171,7 @@ static void *client_main(void *arg)
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &rep);
-    for (size_t q = c->idx; q < p->nreq; q += c->stride) {
+    for (size_t q = c->idx; q < p->nreq && !atomic_load(c->stop); q += c->stride) {
         const rp_req *rq = &p->req[q];
         lm_srv_request_build(p->ds, lm_dataset_task(p->ds, rq->task), p->rows + rq->first, rq->n, &req);
         if (req.oom) {
@@ -191,6 +203,7 @@ static void *client_main(void *arg)
         }
     }
 out:
+    if (c->failed) atomic_store(c->stop, 1);
     lm_srv_buf_free(&req);
     lm_srv_buf_free(&rep);
     curl_slist_free_all(hdr);
@@ -222,7 +235,11 @@ int cmd_replay(int argc, char **argv)
         "Each task's rows of --part are sent in time order, one request per run of rows with the same\n"
         "meta features (at most --max-candidates each), by C clients with one keep-alive connection\n"
         "each. Latency is the client's: from sending the request to the last byte of the reply.\n"
-        "Any reply other than 200 stops the run with the server's message (exit 1).",
+        "Any reply other than 200 stops the run with the server's message (exit 1).\n"
+        "The served AUC equals `limaml eval`'s for the same adaptation when the store was written by\n"
+        "`limaml embed --adapt-from val` with the same steps and rate; without adaptation, when a\n"
+        "task's meta features do not change over its rows (a stored vector is one per task, eval\n"
+        "computes the meta block on each row).",
     };
     const char *url, *data, *part, *token;
     uint64_t clients, max_cand, max_tasks;
@@ -255,7 +272,7 @@ int cmd_replay(int argc, char **argv)
     rp_client *cl = NULL;
     pthread_t *th = NULL;
     double *lat = NULL;
-    int rc = plan_make(&plan, ds, split, (size_t)max_cand, max_tasks, &err);
+    int rc = plan_make(&plan, ds, data, split, (size_t)max_cand, max_tasks, &err);
     if (!rc && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         rc = lm_err_set(&err, LM_EIO, "cannot initialise libcurl");
     if (rc) goto done;
@@ -273,9 +290,11 @@ int cmd_replay(int argc, char **argv)
     }
     memcpy(score_url, url, ulen);
     memcpy(score_url + ulen, "/v1/score", sizeof "/v1/score");
+    atomic_int stop;
+    atomic_init(&stop, 0);
     size_t off = 0;
     for (size_t i = 0; i < nc; i++) {
-        cl[i] = (rp_client){.plan = &plan, .url = score_url, .token = token, .idx = i, .stride = nc};
+        cl[i] = (rp_client){.plan = &plan, .stop = &stop, .url = score_url, .token = token, .idx = i, .stride = nc};
         cl[i].lat = lat + off;
         off += (plan.nreq - i + nc - 1) / nc;
     }
@@ -303,20 +322,33 @@ int cmd_replay(int argc, char **argv)
         if (cl[i].version[0]) version = cl[i].version;
     }
     lm_eval_result res = {0};
-    rc = lm_eval_pooled(plan.score, plan.score, plan.label, plan.flags, plan.nrows, &res, &err);
+    /* A regression model's scores are raw predictions, not probabilities: no log loss then. */
+    int binary = lm_dataset_schema(ds)->label_type == LM_LABEL_BINARY;
+    rc = lm_eval_pooled(plan.score, binary ? plan.score : NULL, plan.label, plan.flags, plan.nrows, &res, &err);
     if (rc) goto done;
     qsort(lat, nlat, sizeof *lat, cmp_double);
     double p50 = quantile(lat, nlat, 0.5) * 1e3, p99 = quantile(lat, nlat, 0.99) * 1e3,
            pmax = nlat ? lat[nlat - 1] * 1e3 : 0;
     if (json) {
-        printf("{\"url\": \"%s\", \"part\": \"%s\", \"requests\": %zu, \"candidates\": %zu, \"clients\": %zu, "
-               "\"seconds\": %.3f, \"requests_per_s\": %.1f, \"latency_ms\": {\"p50\": %.3f, \"p99\": %.3f, "
-               "\"max\": %.3f}, \"cold_start_candidates\": %llu, \"embedding_version\": \"%s\", "
-               "\"auc\": %.6f, \"logloss\": %.6f, \"auc_lt25\": %.6f, \"auc_ge25\": %.6f, \"auc_warm\": %.6f, "
-               "\"auc_new\": %.6f}\n",
-               score_url, part, plan.nreq, plan.nrows, nc, secs, (double)plan.nreq / secs, p50, p99, pmax,
-               (unsigned long long)cold, version, res.auc, res.logloss, res.auc_lt25, res.auc_ge25, res.auc_warm,
-               res.auc_new);
+        lm_srv_buf b = {0};
+        lm_srv_buf_puts(&b, "{\"url\": ");
+        lm_srv_buf_json_str(&b, score_url, strlen(score_url));
+        lm_srv_buf_printf(&b, ", \"part\": \"%s\", \"requests\": %zu, \"candidates\": %zu, \"clients\": %zu, "
+                              "\"seconds\": %.3f, \"requests_per_s\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
+                              "\"p99\": %.3f, \"max\": %.3f}, \"cold_start_candidates\": %llu, \"embedding_version\": ",
+                          part, plan.nreq, plan.nrows, nc, secs, (double)plan.nreq / secs, p50, p99, pmax,
+                          (unsigned long long)cold);
+        lm_srv_buf_json_str(&b, version, strlen(version));
+        const char *names[] = {"auc", "logloss", "auc_lt25", "auc_ge25", "auc_warm", "auc_new"};
+        double vals[] = {res.auc, res.logloss, res.auc_lt25, res.auc_ge25, res.auc_warm, res.auc_new};
+        for (size_t i = 0; i < 6; i++) {
+            if (isnan(vals[i])) lm_srv_buf_printf(&b, ", \"%s\": null", names[i]);
+            else lm_srv_buf_printf(&b, ", \"%s\": %.6f", names[i], vals[i]);
+        }
+        lm_srv_buf_puts(&b, "}\n");
+        if (b.oom) rc = lm_err_set(&err, LM_ENOMEM, "out of memory");
+        else fwrite(b.p, 1, b.len, stdout);
+        lm_srv_buf_free(&b);
     } else {
         printf("replay: %zu requests (%zu candidates) to %s from %zu client%s in %.2f s (%.0f requests/s); "
                "latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",

@@ -292,7 +292,10 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
     if (cJSON_IsBool(x = cJSON_GetObjectItem(net, "meta_in_global"))) c.meta_in_global = cJSON_IsTrue(x);
     if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "dropout"))) c.dropout = x->valuedouble;
     /* models from before the option have no key: off */
-    if (cJSON_IsBool(x = cJSON_GetObjectItem(net, "emb_logit"))) c.emb_logit = cJSON_IsTrue(x);
+    if ((x = cJSON_GetObjectItem(net, "emb_logit"))) {
+        if (cJSON_IsBool(x)) c.emb_logit = cJSON_IsTrue(x);
+        else bad = 1;
+    }
     if (bad) BAD("%s: bad network description in the metadata", path);
     lm_net n;
     if ((rc = lm_net_init(&n, &c, &e2))) BAD("%s: %s", path, e2.msg);

@@ -315,6 +315,11 @@ check "  ... three clients, at most 4 candidates a request: the same AUC" python
 import json, sys
 a, b = json.load(open('$TMP/replay1.json')), json.loads(open('$TMP/.out').read())
 sys.exit(0 if $rc == 0 and b['auc'] == a['auc'] and b['requests'] > a['requests'] and b['clients'] == 3 else 1)"
+run "$BIN" replay --url "http://127.0.0.1:$PR" --data "$TMP/ds" --max-tasks 2 --json
+check "  ... two tasks (empty slices): still valid JSON, null for an AUC with no examples" python3 -c "
+import json, sys
+d = json.loads(open('$TMP/.out').read())
+sys.exit(0 if $rc == 0 and None in [d[k] for k in ('auc_lt25', 'auc_ge25', 'auc_warm', 'auc_new')] else 1)"
 run "$BIN" replay --url "http://127.0.0.1:$PT" --data "$TMP/ds" --max-tasks 5
 check "replay without the server's token: exit 1 naming the 401" bash -c "[ $rc -eq 1 ] && grep -q 'answered 401' '$TMP/.err'"
 LM_SERVE_TOKEN=s3cret "$BIN" replay --url "http://127.0.0.1:$PT" --data "$TMP/ds" --max-tasks 5 >"$TMP/.out" 2>"$TMP/.err"
