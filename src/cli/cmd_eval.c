@@ -15,6 +15,12 @@ static int parse_from(const char *s)
     return -1;
 }
 
+static int parse_pool(const char *s)
+{
+    return !strcmp(s, "latest") ? LM_POOL_LATEST : !strcmp(s, "mean") ? LM_POOL_MEAN : !strcmp(s, "max") ? LM_POOL_MAX
+         : !strcmp(s, "cos") ? LM_POOL_COS : -1;
+}
+
 static void json_num(const char *name, double v, int comma)
 {
     if (isnan(v)) printf("\"%s\":null%s", name, comma ? "," : "");
@@ -30,9 +36,9 @@ int cmd_eval(int argc, char **argv)
         "task with K SGD steps on its validation part (LiMAML: the meta block; others: the network).",
         "Slices: tasks with fewer than 25 test examples, with 25 or more, warm tasks, new tasks.",
     };
-    const char *model, *data, *from;
+    const char *model, *data, *from, *pool;
     uint64_t steps, cap, threads;
-    double task_lr;
+    double task_lr, stale_days;
     int json, warm_only;
     cli_opt opts[] = {
         {"model", CLI_STR, &model, "M", NULL, 1, "model file (limaml train)"},
@@ -41,6 +47,11 @@ int cmd_eval(int argc, char **argv)
         {"task-lr", CLI_F64, &task_lr, "A", "the model's", 0, "adaptation learning rate"},
         {"adapt-from", CLI_STR, &from, "PART", "val", 0, "adaptation rows: val, train+val or train"},
         {"adapt-cap", CLI_U64, &cap, "N", "0", 0, "at most N most recent adaptation rows (0: all)"},
+        {"pool", CLI_STR, &pool, "P", "latest", 0,
+         "LiMAML embedding: latest, mean, max or cos over the adaptation rows (appendix A.4)"},
+        {"stale-days", CLI_F64, &stale_days, "D", "0", 0,
+         "adapt only on rows at least D days older than the task's latest adaptation row (a stale "
+         "embedding; 0: fresh)"},
         {"warm-only", CLI_FLAG, &warm_only, NULL, NULL, 0, "score warm tasks only"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads (0: all cores)"},
         {"json", CLI_FLAG, &json, NULL, NULL, 0, "print one JSON object"},
@@ -60,6 +71,10 @@ int cmd_eval(int argc, char **argv)
     o.adapt_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
     o.warm_only = warm_only;
     o.threads = (int)threads;
+    if ((o.pool = parse_pool(pool)) < 0)
+        return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
+    if (!(stale_days >= 0 && stale_days <= 1e6)) return cli_usage_error(&cmd, "--stale-days must be in [0, 1e6]");
+    o.stale_seconds = stale_days * 86400.0;
     lm_err err = {0};
     lm_model *m;
     if (lm_model_load(&m, model, &err)) return cli_fail(&err);
@@ -82,8 +97,12 @@ int cmd_eval(int argc, char **argv)
             json_num("new", r.auc_new, 0);
             printf("},");
             json_num("logloss", r.logloss, 1);
-            printf("\"examples\":%llu,\"tasks\":%llu,\"seconds\":%.3f}\n", (unsigned long long)r.examples,
-                   (unsigned long long)r.tasks, r.seconds);
+            printf("\"examples\":%llu,\"tasks\":%llu,\"tasks_adapted\":%llu,\"rows_adapted\":%llu,",
+                   (unsigned long long)r.examples, (unsigned long long)r.tasks, (unsigned long long)r.tasks_adapted,
+                   (unsigned long long)r.rows_adapted);
+            json_num("adapt_lag_days", r.adapt_lag_mean / 86400.0, 1);
+            json_num("adapt_age_days", r.adapt_age_mean / 86400.0, 1);
+            printf("\"seconds\":%.3f}\n", r.seconds);
         } else {
             printf("eval %s (%s, %u adaptation steps): test AUC %.4f, log loss %.4f over %llu examples of %llu tasks\n",
                    model, lm_train_algo_name(lm_model_algo(m)), o.adapt_steps, r.auc, r.logloss,
