@@ -188,7 +188,7 @@ int cmd_experiment(int argc, char **argv)
         {"stale-days", CLI_STR, &sstale, "LIST", "1,7,30", 0,
          "freshness: adapt on rows at least D days older than the task's latest"},
         {"quick", CLI_FLAG, &quick, NULL, NULL, 0,
-         "tiny grid and 3 epochs (tests; overrides the grids and epochs)"},
+         "tiny grid, two values per sweep, 3 epochs (tests; overrides grids, sweeps, epochs)"},
         {"force", CLI_FLAG, &force, NULL, NULL, 0, "replace DIR if it exists"},
         {"quiet", CLI_FLAG, &quiet, NULL, NULL, 0, "no progress on stderr"},
         {0},

@@ -5,7 +5,8 @@
  * freshness), and write results.json, report.md and a self-contained report.html
  * (docs/EXPERIMENTS.md).
  *
- * experiment.c runs Tables 3 and 4, experiment_sweep.c the others; experiment_report.c turns its results into rows and checked patterns
+ * experiment.c runs Tables 3 and 4, experiment_sweep.c the others (experiment_text.c holds the
+ * latter's titles and extra columns); experiment_report.c turns its results into rows and checked patterns
  * and writes results.json and run.json; experiment_md.c writes report.md and experiment_html.c
  * report.html. The structures below are what they share. */
 #ifndef LM_EVAL_EXPERIMENT_H
@@ -281,7 +282,7 @@ lm_xp_stat lm_xp_stat_of(const double *v, size_t n);
 void lm_xp_build_rows(lm_xp *x);
 void lm_xp_check_patterns(lm_xp *x);
 int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err);
-/* The extra columns of a point table's row (Table 9: time against plain; 12: adapted at the
+/* experiment_text.c: the extra columns of a point table's row (Table 9: time against plain; 12: adapted at the
  * swept rate; 14: against latest; fresh: the staleness realised; ...): headers and cells as
  * text, at most LM_XP_MAX_EXTRA; returns how many. A heading and description of each table. */
 #define LM_XP_MAX_EXTRA 5
