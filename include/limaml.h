@@ -413,6 +413,15 @@ typedef struct lm_eval_opts {
     int score_split;        /* LM_SPLIT_TEST (default) or LM_SPLIT_VAL */
     int warm_only;          /* score warm tasks only */
     int threads;
+    int pool;               /* LiMAML: how the adapted meta block's outputs on the adaptation
+                             * rows become the task's embedding, LM_POOL_... (default LATEST,
+                             * as served; appendix A.4); other models: LATEST only */
+    double stale_seconds;   /* > 0: a stale embedding (paper section 5): adapt only on the
+                             * adaptation rows with time <= latest - stale_seconds, latest being
+                             * the time of the task's latest adaptation row (before adapt_cap,
+                             * which then takes the most recent of those kept). A task left
+                             * with none is scored unadapted. In the dataset's time unit
+                             * (seconds); 0: off (fresh) */
 } lm_eval_opts;
 
 void lm_eval_opts_default(lm_eval_opts *o);
@@ -423,6 +432,15 @@ typedef struct lm_eval_result {
     uint64_t examples, tasks;
     uint64_t examples_lt25, examples_ge25, examples_warm, examples_new;
     double seconds;
+    /* adaptation actually done (adapt_steps > 0), over the scored tasks: */
+    uint64_t tasks_adapted;  /* tasks with at least one adaptation row (the others: unadapted) */
+    uint64_t rows_adapted;   /* adaptation rows used, all tasks */
+    double adapt_lag_mean;   /* mean over adapted tasks of (time of the latest adaptation row
+                              * available - time of the latest one used): the staleness
+                              * realised, 0 when fresh */
+    double adapt_age_mean;   /* mean over adapted tasks of (time of the first scored row - time
+                              * of the latest adaptation row used): the embedding's age when
+                              * it starts being used */
 } lm_eval_result;
 
 /* Score the model on every task's score split, after adapting it per task as asked. */

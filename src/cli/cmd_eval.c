@@ -16,6 +16,12 @@ static int parse_from(const char *s)
     return -1;
 }
 
+static int parse_pool(const char *s)
+{
+    return !strcmp(s, "latest") ? LM_POOL_LATEST : !strcmp(s, "mean") ? LM_POOL_MEAN : !strcmp(s, "max") ? LM_POOL_MAX
+         : !strcmp(s, "cos") ? LM_POOL_COS : -1;
+}
+
 static void json_num(const char *name, double v, int comma)
 {
     if (isnan(v)) printf("\"%s\":null%s", name, comma ? "," : "");
@@ -35,9 +41,9 @@ int cmd_eval(int argc, char **argv)
         "smoothed positive rate from its rows before the test part plus the item's (the first\n"
         "categorical column) from the training pool, each with 5 pseudo-examples at the global rate.",
     };
-    const char *model, *data, *from, *score;
+    const char *model, *data, *from, *score, *pool;
     uint64_t steps, cap, threads;
-    double task_lr;
+    double task_lr, stale_days;
     int json, warm_only, use_floor;
     cli_opt opts[] = {
         {"model", CLI_STR, &model, "M", NULL, 0, "model file (limaml train); required without --floor"},
@@ -47,6 +53,11 @@ int cmd_eval(int argc, char **argv)
         {"task-lr", CLI_F64, &task_lr, "A", "the model's", 0, "adaptation learning rate"},
         {"adapt-from", CLI_STR, &from, "PART", "val", 0, "adaptation rows: val, train+val or train"},
         {"adapt-cap", CLI_U64, &cap, "N", "0", 0, "at most N most recent adaptation rows (0: all)"},
+        {"pool", CLI_STR, &pool, "P", "latest", 0,
+         "LiMAML embedding: latest, mean, max or cos over the adaptation rows (appendix A.4)"},
+        {"stale-days", CLI_F64, &stale_days, "D", "0", 0,
+         "adapt only on rows at least D days older than the task's latest adaptation row (a stale "
+         "embedding; 0: fresh)"},
         {"warm-only", CLI_FLAG, &warm_only, NULL, NULL, 0, "score warm tasks only"},
         {"score", CLI_STR, &score, "PART", "test", 0,
          "scored part: test, or val (to choose K and A: with --adapt-from train --warm-only)"},
@@ -70,8 +81,14 @@ int cmd_eval(int argc, char **argv)
     if (!strcmp(score, "val")) o.score_split = LM_SPLIT_VAL;
     else if (strcmp(score, "test")) return cli_usage_error(&cmd, "--score must be test or val, not '%s'", score);
     o.threads = (int)threads;
+    if (o.adapt_steps > 0 && o.score_split == LM_SPLIT_VAL && o.adapt_from != LM_ADAPT_TRAIN)
+        return cli_usage_error(&cmd, "--score val adapts on the train part only: add --adapt-from train");
     if (!model == !use_floor) return cli_usage_error(&cmd, "give either --model or --floor");
     if (use_floor && o.score_split != LM_SPLIT_TEST) return cli_usage_error(&cmd, "--floor scores the test part only");
+    if ((o.pool = parse_pool(pool)) < 0)
+        return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
+    if (!(stale_days >= 0 && stale_days <= 1e6)) return cli_usage_error(&cmd, "--stale-days must be in [0, 1e6]");
+    o.stale_seconds = stale_days * 86400.0;
     lm_err err = {0};
     lm_model *m = NULL;
     if (model && lm_model_load(&m, model, &err)) return cli_fail(&err);
@@ -88,7 +105,7 @@ int cmd_eval(int argc, char **argv)
     const char *algo = m ? lm_train_algo_name(lm_model_algo(m)) : "floor";
     if (!rc) {
         if (json) {
-            printf("{\"model\":\"%s\",\"algo\":\"%s\",\"adapt_steps\":%u,", m ? model : "", algo,
+            printf("{\"model\":\"%s\",\"algo\":\"%s\",\"part\":\"%s\",\"adapt_steps\":%u,", m ? model : "", algo, score,
                    m ? o.adapt_steps : 0);
             json_num("auc", r.auc, 1);
             printf("\"slices\":{");
@@ -98,8 +115,12 @@ int cmd_eval(int argc, char **argv)
             json_num("new", r.auc_new, 0);
             printf("},");
             json_num("logloss", r.logloss, 1);
-            printf("\"examples\":%llu,\"tasks\":%llu,\"seconds\":%.3f}\n", (unsigned long long)r.examples,
-                   (unsigned long long)r.tasks, r.seconds);
+            printf("\"examples\":%llu,\"tasks\":%llu,\"tasks_adapted\":%llu,\"rows_adapted\":%llu,",
+                   (unsigned long long)r.examples, (unsigned long long)r.tasks, (unsigned long long)r.tasks_adapted,
+                   (unsigned long long)r.rows_adapted);
+            json_num("adapt_lag_days", r.adapt_lag_mean / 86400.0, 1);
+            json_num("adapt_age_days", r.adapt_age_mean / 86400.0, 1);
+            printf("\"seconds\":%.3f}\n", r.seconds);
         } else if (!m) {
             printf("eval count floor (task rate + item rate, no learning): test AUC %.4f, log loss %.4f over %llu "
                    "examples\n",
@@ -108,8 +129,8 @@ int cmd_eval(int argc, char **argv)
                    (unsigned long long)r.examples_lt25, r.auc_ge25, (unsigned long long)r.examples_ge25, r.auc_warm,
                    (unsigned long long)r.examples_warm, r.auc_new, (unsigned long long)r.examples_new);
         } else {
-            printf("eval %s (%s, %u adaptation steps): test AUC %.4f, log loss %.4f over %llu examples of %llu tasks\n",
-                   model, algo, o.adapt_steps, r.auc, r.logloss,
+            printf("eval %s (%s, %u adaptation steps): %s AUC %.4f, log loss %.4f over %llu examples of %llu tasks\n",
+                   model, algo, o.adapt_steps, score, r.auc, r.logloss,
                    (unsigned long long)r.examples, (unsigned long long)r.tasks);
             printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n", r.auc_lt25,
                    (unsigned long long)r.examples_lt25, r.auc_ge25, (unsigned long long)r.examples_ge25, r.auc_warm,

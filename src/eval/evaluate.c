@@ -2,7 +2,10 @@
  * (paper 6.2.1: "validation data is used for task-level fine-tuning and test data is used for
  * final evaluation"). For LiMAML only the meta block adapts and, as served, the meta embedding
  * is the adapted block's output on the task's latest adaptation example; the other models
- * adapt the whole network. Tasks run in parallel; every score lands at a fixed position, so
+ * adapt the whole network. Two options serve the report's ablations: `pool` makes the
+ * embedding a pooling of the block's outputs over every adaptation example (appendix A.4), and
+ * `stale_seconds` adapts on the rows an embedding job run that long before the latest would
+ * have seen (section 5's weekly against daily refresh). Tasks run in parallel; every score lands at a fixed position, so
  * the result does not depend on the thread count. */
 #include "eval/metrics.h"
 #include "meta/batch_embed.h"
@@ -36,29 +39,47 @@ static size_t count_split(const lm_task *t, int score_split)
     return t->nsplit[score_split];
 }
 
-/* Copy the rows of task `t` whose split passes `want` (the most recent `cap`, 0: all). */
+/* Copy the rows of task `t` whose split passes `want` (the most recent `cap`, 0: all). For
+ * adaptation rows (scoring 0), only those with time <= `cutoff` (INFINITY: all); *latest gets
+ * the time of the latest one copied (-INFINITY when none). */
 static void gather(lm_rows_f32 *r, const lm_dataset *ds, const lm_task *t, int adapt_from, int score_split,
-                   int scoring, uint32_t cap)
+                   int scoring, uint32_t cap, double cutoff, double *latest)
 {
     size_t n = 0;
     for (uint32_t i = 0; i < t->n; i++) {
         lm_row_view v = lm_dataset_row(ds, t->first + i);
-        n += scoring ? v.split == score_split : in_adapt(adapt_from, v.split);
+        n += scoring ? v.split == score_split : in_adapt(adapt_from, v.split) && v.time <= cutoff;
     }
     size_t skip = cap && n > cap ? n - cap : 0, k = 0;
     r->n = 0;
+    double last = -INFINITY;
     for (uint32_t i = 0; i < t->n; i++) {
         lm_row_view v = lm_dataset_row(ds, t->first + i);
-        int ok = scoring ? v.split == score_split : in_adapt(adapt_from, v.split);
+        int ok = scoring ? v.split == score_split : in_adapt(adapt_from, v.split) && v.time <= cutoff;
         if (!ok || k++ < skip) continue;
         size_t j = r->n++;
         memcpy(r->meta + j * r->nmeta, v.meta, r->nmeta * sizeof(float));
         memcpy(r->dense + j * r->ndense, v.dense, r->ndense * sizeof(float));
         memcpy(r->cat + j * r->ncat, v.cat, r->ncat * sizeof(uint32_t));
         r->label[j] = v.label;
+        last = fmax(last, v.time);
     }
+    if (latest) *latest = last;
 }
 
+/* The time of the task's latest adaptation row, and of its first scored row (INFINITY or
+ * -INFINITY when there is none). A task's rows are sorted by time, but a split column may
+ * interleave the splits, so both are looked for. */
+static void task_times(const lm_dataset *ds, const lm_task *t, int adapt_from, int score_split, double *adapt_latest,
+                       double *score_first)
+{
+    *adapt_latest = -INFINITY, *score_first = INFINITY;
+    for (uint32_t i = 0; i < t->n; i++) {
+        lm_row_view v = lm_dataset_row(ds, t->first + i);
+        if (v.split == score_split) *score_first = fmin(*score_first, v.time);
+        else if (in_adapt(adapt_from, v.split)) *adapt_latest = fmax(*adapt_latest, v.time);
+    }
+}
 
 int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, lm_eval_result *res,
                 lm_err *err)
@@ -69,8 +90,14 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     if (rc) return rc;
     if (o->score_split != LM_SPLIT_TEST && o->score_split != LM_SPLIT_VAL)
         return lm_err_set(err, LM_EINVAL, "evaluate: the scored split must be test or val");
-    if (o->adapt_from == LM_ADAPT_ALL || (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
-        (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL))
+    if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
+        return lm_err_set(err, LM_EINVAL, "evaluate: unknown pooling %d", o->pool);
+    if (o->pool != LM_POOL_LATEST && m->algo != LM_TRAIN_LIMAML)
+        return lm_err_set(err, LM_EINVAL, "evaluate: pooling applies to a LiMAML model's meta embedding only");
+    if (!(o->stale_seconds >= 0 && o->stale_seconds < INFINITY))
+        return lm_err_set(err, LM_EINVAL, "evaluate: the staleness must be finite and >= 0");
+    if (o->adapt_steps > 0 && (o->adapt_from == LM_ADAPT_ALL || (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
+        (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL)))
         return lm_err_set(err, LM_EINVAL, "evaluate: the adaptation rows include the scored rows");
     const lm_net *net = &m->net;
     uint64_t ntasks = lm_dataset_ntasks(ds);
@@ -88,7 +115,12 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     uint64_t N = pos[ntasks];
     float *score = malloc((N + 1) * sizeof *score), *label = malloc((N + 1) * sizeof *label);
     uint8_t *flags = malloc(N + 1); /* bit 0: task has < 25 scored rows; bit 1: new task */
-    if (!score || !label || !flags) {
+    /* per task: adaptation rows used, realised lag and age (summed in task order afterwards,
+     * so the means do not depend on the thread count) */
+    uint32_t *arows = calloc(ntasks + 1, sizeof *arows);
+    double *lag = calloc(ntasks + 1, sizeof *lag), *age = calloc(ntasks + 1, sizeof *age);
+    if (!score || !label || !flags || !arows || !lag || !age) {
+        free(arows), free(lag), free(age);
         free(pos), free(score), free(label), free(flags);
         return lm_err_set(err, LM_ENOMEM, "out of memory (%llu scored examples)", (unsigned long long)N);
     }
@@ -105,8 +137,11 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
         float *tg = whole ? malloc((net->global_np + 1) * sizeof(float)) : NULL;
         float *z = malloc((maxrows + 1) * sizeof(float));
         float *emb = malloc((net->E + 1) * sizeof(float));
+        float *pooled = o->pool != LM_POOL_LATEST ? malloc((maxrows * net->E + 1) * sizeof(float)) : NULL;
         lm_err e = {0};
-        int r = (!tm || (whole && !tg) || !z || !emb) ? lm_err_set(&e, LM_ENOMEM, "out of memory") : LM_OK;
+        int r = (!tm || (whole && !tg) || !z || !emb || (o->pool != LM_POOL_LATEST && !pooled))
+                    ? lm_err_set(&e, LM_ENOMEM, "out of memory")
+                    : LM_OK;
         if (!r) r = lm_meta_ws_alloc_f32(&ws, net, maxrows, 1, whole, &e);
         if (!r) r = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, maxrows, &e);
         if (!r) r = lm_rows_alloc_f32(&sc, net->nmeta, net->ndense, net->ncat, maxrows, &e);
@@ -119,21 +154,27 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
             size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
             memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
             const float *g = m->theta_g;
-            gather(&sc, ds, k, o->adapt_from, o->score_split, 1, 0);
+            gather(&sc, ds, k, o->adapt_from, o->score_split, 1, 0, INFINITY, NULL);
             int have_emb = 0;
             if (o->adapt_steps > 0) {
-                gather(&ad, ds, k, o->adapt_from, o->score_split, 0, o->adapt_cap);
+                double avail, first, used;
+                task_times(ds, k, o->adapt_from, o->score_split, &avail, &first);
+                double cutoff = o->stale_seconds > 0 ? avail - o->stale_seconds : INFINITY;
+                gather(&ad, ds, k, o->adapt_from, o->score_split, 0, o->adapt_cap, cutoff, &used);
                 if (ad.n > 0) {
+                    arows[t] = (uint32_t)ad.n;
+                    lag[t] = avail - used;
+                    age[t] = first - used;
                     if (whole) {
                         memcpy(tg, m->theta_g, net->global_np * sizeof(float));
                         lm_meta_adapt_f32(net, &ws, m->algo == LM_TRAIN_MAML ? LM_ALGO_MAML : LM_ALGO_PLAIN,
                                           o->adapt_steps, alpha, tm, tg, &ad, tm, tg, LM_DROPOUT_OFF, NULL);
                         g = tg;
                     } else {
-                        lm_meta_adapt_f32(net, &ws, LM_ALGO_LIMAML, o->adapt_steps, alpha, tm, m->theta_g, &ad, tm,
-                                          NULL, LM_DROPOUT_OFF, NULL);
-                        /* served: the embedding of the latest adaptation example */
-                        lm_net_embed_f32(net, &ws, tm, ad.meta + (ad.n - 1) * ad.nmeta, 1, emb);
+                        /* served: the embedding of the latest adaptation example (or pooled
+                         * over them all, as asked); Algorithm 2b's computation */
+                        lm_meta_task_embedding(net, &ws, tm, m->theta_g, &ad, o->adapt_steps, alpha, o->pool,
+                                               pooled, emb);
                         have_emb = 1;
                     }
                 }
@@ -156,15 +197,27 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
         lm_meta_ws_free_f32(&ws);
         lm_rows_free_f32(&ad);
         lm_rows_free_f32(&sc);
-        free(tm), free(tg), free(z), free(emb);
+        free(tm), free(tg), free(z), free(emb), free(pooled);
     }
     if (fail) {
         if (err) *err = ferr;
-        free(pos), free(score), free(label), free(flags);
+        free(pos), free(score), free(label), free(flags), free(arows), free(lag), free(age);
         return fail;
     }
     res->examples = N;
-    for (uint64_t t = 0; t < ntasks; t++) res->tasks += pos[t + 1] > pos[t];
+    for (uint64_t t = 0; t < ntasks; t++) {
+        res->tasks += pos[t + 1] > pos[t];
+        if (!arows[t]) continue;
+        res->tasks_adapted++;
+        res->rows_adapted += arows[t];
+        res->adapt_lag_mean += lag[t];
+        res->adapt_age_mean += age[t];
+    }
+    if (res->tasks_adapted) {
+        res->adapt_lag_mean /= (double)res->tasks_adapted;
+        res->adapt_age_mean /= (double)res->tasks_adapted;
+    }
+    free(arows), free(lag), free(age);
     res->auc = lm_auc(score, label, N);
     res->logloss = net->cfg.loss == LM_NET_LOSS_BCE ? lm_logloss(score, label, N) : NAN;
     /* slices: gather each into the front of scratch copies */
@@ -219,7 +272,7 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
     if (!rc) {
         size_t klen;
         const char *key = lm_dataset_task_key(ds, k, &klen);
-        gather(&ad, ds, k, adapt_from, LM_SPLIT_TEST, 0, 0);
+        gather(&ad, ds, k, adapt_from, LM_SPLIT_TEST, 0, 0, INFINITY, NULL);
         if (ad.n == 0) {
             rc = lm_err_set(err, LM_ENOTFOUND, "adapt: the task has no rows to adapt on");
         } else if (fast) {

@@ -1,5 +1,6 @@
 /* experiment.c: the driver of `limaml experiment`. It runs the protocol of PROTOCOL.md for the
- * algorithms of the paper's Tables 3 and 4 in three stages:
+ * algorithms of the paper's Tables 3 and 4 in three stages, then hands over to
+ * experiment_sweep.c for the tables around the chosen LiMAML configuration (stage 4):
  *
  *   1. the floor that needs no learning (eval/floor.c), on test and on warm validation;
  *   2. on seed 1, a grid over the outer learning rate (early stopping picks the epochs), then,
@@ -8,7 +9,8 @@
  *      never on a test part, so the test figures stay an honest estimate;
  *   3. every seed with the chosen values (seed 1's model is the grid's own: the same options
  *      and seed give the same model bit for bit, so training it again would only cost time),
- *      each scored on every task's test part without and with adaptation on its validation part.
+ *      each scored on every task's test part without and with adaptation on its validation part;
+ *   4. Tables 5, 9, 10, 12, 13, 14 and freshness (experiment_sweep.c), reusing LiMAML's models.
  *
  * The output folder is built under a temporary name and renamed into place at the end. */
 #include "eval/experiment.h"
@@ -31,7 +33,7 @@ void lm_experiment_opts_default(lm_experiment_opts *o)
     o->synth_tasks = 2000;
     o->synth_seed = 1;
     o->seeds = 3;
-    o->tables = LM_XP_TABLE3 | LM_XP_TABLE4;
+    o->tables = LM_XP_TABLES_ALL;
     o->epochs = 30;
     o->patience = 3;
     o->support_weight = 3;
@@ -46,6 +48,16 @@ void lm_experiment_opts_default(lm_experiment_opts *o)
     o->grid_task_lr[0] = 0.1, o->grid_task_lr[1] = 0.3, o->ngrid_task_lr = 2;
     o->max_k = 10;
     o->slow_ngrid_lr = 1;
+    /* the paper's values (Tables 9, 10) and ranges around the chosen rates (12, 13); section
+     * 5 compares a daily with a weekly refresh */
+    for (uint32_t n = 1; n <= 5; n++) o->sweep_inner[n - 1] = n;
+    o->nsweep_inner = 5;
+    const double drop[] = {0, 0.1, 0.2, 0.4, 0.6}, tlr[] = {0.01, 0.03, 0.1, 0.3, 1, 3},
+                 lr[] = {0.001, 0.003, 0.01, 0.03}, stale[] = {1, 7, 30};
+    memcpy(o->sweep_dropout, drop, sizeof drop), o->nsweep_dropout = 5;
+    memcpy(o->sweep_task_lr, tlr, sizeof tlr), o->nsweep_task_lr = 6;
+    memcpy(o->sweep_lr, lr, sizeof lr), o->nsweep_lr = 4;
+    memcpy(o->stale_days, stale, sizeof stale), o->nstale_days = 3;
 }
 
 void lm_experiment_opts_quick(lm_experiment_opts *o)
@@ -58,6 +70,11 @@ void lm_experiment_opts_quick(lm_experiment_opts *o)
     o->ngrid_task_lr = 1;
     o->max_k = 3;
     o->slow_ngrid_lr = 1;
+    o->sweep_inner[0] = 1, o->sweep_inner[1] = 2, o->nsweep_inner = 2;
+    o->sweep_dropout[0] = 0, o->sweep_dropout[1] = 0.2, o->nsweep_dropout = 2;
+    o->sweep_task_lr[0] = 0.1, o->sweep_task_lr[1] = 1, o->nsweep_task_lr = 2;
+    o->sweep_lr[0] = 0.01, o->sweep_lr[1] = 0.03, o->nsweep_lr = 2;
+    o->stale_days[0] = 7, o->nstale_days = 1;
 }
 
 /* ---- the algorithms ------------------------------------------------------------------------- */
@@ -91,8 +108,7 @@ static int needs_adapt(int arm)
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
-static void say(const lm_experiment_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const lm_experiment_opts *o, const char *fmt, ...)
+void lm_xp_say(const lm_experiment_opts *o, const char *fmt, ...)
 {
     if (!o->progress) return;
     char line[512];
@@ -105,7 +121,7 @@ static void say(const lm_experiment_opts *o, const char *fmt, ...)
 
 /* CPU seconds of this process, all threads: with the wall time it tells a slow phase from a
  * busy machine (other processes take cores; the CPU time does not grow with them). */
-static double cpu_seconds(void)
+double lm_xp_cpu_seconds(void)
 {
     struct rusage u;
     if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
@@ -119,8 +135,7 @@ static int make_dir(const char *path, lm_err *err)
     return LM_OK;
 }
 
-static char *path_fmt(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *path_fmt(const char *dir, const char *fmt, ...)
+char *lm_xp_path(const char *dir, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
@@ -166,42 +181,54 @@ static void read_curve(lm_xp_arm *a, const char *log_path)
 
 /* ---- training and scoring one model --------------------------------------------------------- */
 
+void lm_xp_train_opts(const lm_xp *x, const lm_xp_arm *a, uint64_t seed, const char *log_path, lm_train_opts *t)
+{
+    lm_train_opts_default(t);
+    t->algo = a->algo;
+    t->meta_block = a->meta_block;
+    t->support_weight = a->support_weight;
+    t->lr = a->lr;
+    t->task_lr = a->task_lr;
+    t->epochs = x->o->epochs;
+    t->patience = x->o->patience;
+    t->seed = seed;
+    t->threads = x->threads;
+    t->log_path = log_path;
+}
+
 static int train_one(const lm_xp *x, const lm_dataset *ds, const lm_xp_arm *a, double lr, double task_lr,
                      uint64_t seed, const char *log_path, lm_model **m, lm_train_report *rep, lm_err *err)
 {
     lm_train_opts t;
-    lm_train_opts_default(&t);
-    t.algo = a->algo;
-    t.meta_block = a->meta_block;
-    t.support_weight = a->support_weight;
+    lm_xp_train_opts(x, a, seed, log_path, &t);
     t.lr = lr;
     t.task_lr = task_lr;
-    t.epochs = x->o->epochs;
-    t.patience = x->o->patience;
-    t.seed = seed;
-    t.threads = x->threads;
-    t.log_path = log_path;
     return lm_train(ds, &t, m, rep, err);
 }
 
 /* on_val: warm tasks' validation parts after adapting on their train parts (for choosing);
  * otherwise every task's test part after adapting on its validation part (the protocol). */
+void lm_xp_eval_opts(const lm_xp *x, uint32_t k, double alpha, int on_val, lm_eval_opts *e)
+{
+    lm_eval_opts_default(e);
+    e->adapt_steps = k;
+    e->task_lr = alpha;
+    e->threads = x->threads;
+    if (on_val) {
+        e->score_split = LM_SPLIT_VAL;
+        e->adapt_from = LM_ADAPT_TRAIN;
+        e->warm_only = 1;
+    } else {
+        e->score_split = LM_SPLIT_TEST;
+        e->adapt_from = LM_ADAPT_VAL;
+    }
+}
+
 static int score(const lm_xp *x, const lm_model *m, const lm_dataset *ds, uint32_t k, double alpha,
                  int on_val, lm_eval_result *r, lm_err *err)
 {
     lm_eval_opts e;
-    lm_eval_opts_default(&e);
-    e.adapt_steps = k;
-    e.task_lr = alpha;
-    e.threads = x->threads;
-    if (on_val) {
-        e.score_split = LM_SPLIT_VAL;
-        e.adapt_from = LM_ADAPT_TRAIN;
-        e.warm_only = 1;
-    } else {
-        e.score_split = LM_SPLIT_TEST;
-        e.adapt_from = LM_ADAPT_VAL;
-    }
+    lm_xp_eval_opts(x, k, alpha, on_val, &e);
     return lm_evaluate(m, ds, &e, r, err);
 }
 
@@ -231,10 +258,10 @@ static int adapt_point(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_mo
  * what was tried, one step past it (k doubled, alpha times or over 3). A grid whose best point
  * is its largest k says only that more steps help; going on until it stops helping is what
  * a person tuning by hand would do, and costs only the points it needs. */
-static int choose_adaptation(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model *m, lm_err *err)
+int lm_xp_choose_adaptation(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model *m, lm_err *err)
 {
     const lm_experiment_opts *o = x->o;
-    double best = -1, v, w0 = lm_now(), c0 = cpu_seconds();
+    double best = -1, v, w0 = lm_now(), c0 = lm_xp_cpu_seconds();
     int rc = LM_OK;
     for (size_t i = 0; !rc && i < o->ngrid_k; i++)
         for (size_t j = 0; !rc && j < o->ngrid_alpha; j++) {
@@ -264,11 +291,11 @@ static int choose_adaptation(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const
         a->k = bk, a->alpha = ba;
     }
     if (!rc)
-        say(o,
+        lm_xp_say(o,
             "grid %-10s adaptation: k %u, alpha %.3g (warm val AUC %.4f; without adaptation %.4f; %zu "
             "points, "
             "%.1f s, cpu %.1f s)",
-            a->key, a->k, a->alpha, best, a->noadapt_val, a->nadapt, lm_now() - w0, cpu_seconds() - c0);
+            a->key, a->k, a->alpha, best, a->noadapt_val, a->nadapt, lm_now() - w0, lm_xp_cpu_seconds() - c0);
     return rc;
 }
 
@@ -301,12 +328,13 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
     for (size_t i = 0; !rc && i < nlr; i++)
         for (size_t j = 0; !rc && j < ntlr; j++) {
             double lr = o->grid_lr[i], tlr = o->grid_task_lr[j];
-            char *log = path_fmt(grid_dir, "%s-lr%g-tlr%g.jsonl", a->key, lr, tlr);
+            char *log = lm_xp_path(grid_dir, "%s-lr%g-tlr%g.jsonl", a->key, lr, tlr);
             lm_model *m = NULL;
             lm_train_report rep;
-            double c0 = cpu_seconds();
+            double c0 = lm_xp_cpu_seconds();
             rc = log ? train_one(x, ds, a, lr, tlr, 1, log, &m, &rep, err)
                      : lm_err_set(err, LM_ENOMEM, "out of memory");
+            double cpu = lm_xp_cpu_seconds() - c0;
             free(log);
             if (rc) break;
             size_t n = a->ngrid++;
@@ -315,9 +343,9 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
             a->grid_epochs[n] = rep.epochs_run;
             a->grid_best_epoch[n] = rep.best_epoch;
             a->grid_secs[n] = rep.seconds;
-            say(o, "grid %-10s lr %-6g task lr %-4g val AUC %.4f (best epoch %u of %u, %.1f s, cpu %.1f s)",
+            lm_xp_say(o, "grid %-10s lr %-6g task lr %-4g val AUC %.4f (best epoch %u of %u, %.1f s, cpu %.1f s)",
                 a->key, lr, tlr, rep.best_val_auc, rep.best_epoch, rep.epochs_run, rep.seconds,
-                cpu_seconds() - c0);
+                lm_xp_cpu_seconds() - c0);
             /* ties keep the earlier point; NaN (one class) never wins */
             if (rep.best_val_auc > best_val) {
                 best_val = rep.best_val_auc;
@@ -325,6 +353,7 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
                 lm_model_free(*best);
                 *best = m;
                 a->rep[0] = rep;
+                a->train_cpu[0] = cpu;
             } else {
                 lm_model_free(m);
             }
@@ -332,8 +361,8 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
     if (!rc && !*best) rc = lm_err_set(err, LM_EINVAL, "%s: no learning rate gave a validation AUC", a->key);
     if (!rc) {
         a->lr = a->grid_lr[best_i], a->task_lr = a->grid_task_lr[best_i];
-        char *from = path_fmt(grid_dir, "%s-lr%g-tlr%g.jsonl", a->key, a->lr, a->task_lr);
-        char *to = path_fmt(x->tmp_dir, "logs/%s-seed1.jsonl", a->key);
+        char *from = lm_xp_path(grid_dir, "%s-lr%g-tlr%g.jsonl", a->key, a->lr, a->task_lr);
+        char *to = lm_xp_path(x->tmp_dir, "logs/%s-seed1.jsonl", a->key);
         rc = from && to ? copy_file(from, to, err) : lm_err_set(err, LM_ENOMEM, "out of memory");
         if (!rc) read_curve(a, to);
         free(from), free(to);
@@ -343,7 +372,7 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
     if (!rc) a->noadapt_val = r.auc;
     a->nadapt = 0;
     a->k = 0, a->alpha = 0;
-    if (!rc && needs_adapt((int)(a - x->arm))) rc = choose_adaptation(x, ds, a, *best, err);
+    if (!rc && needs_adapt((int)(a - x->arm))) rc = lm_xp_choose_adaptation(x, ds, a, *best, err);
     if (rc) {
         lm_model_free(*best);
         *best = NULL;
@@ -355,14 +384,14 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
 /* Stage 3 for one model: the test part without and with adaptation. */
 static int test_one(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model *m, uint32_t s, lm_err *err)
 {
-    double c0 = cpu_seconds();
+    double c0 = lm_xp_cpu_seconds();
     int rc = score(x, m, ds, 0, -1, 0, &a->test0[s], err);
     if (!rc && needs_adapt((int)(a - x->arm))) rc = score(x, m, ds, a->k, a->alpha, 0, &a->test1[s], err);
     char adapted[64] = "";
     if (!rc && a->nadapt) snprintf(adapted, sizeof adapted, ", adapted %.4f", a->test1[s].auc);
     if (!rc)
-        say(x->o, "seed %u %-10s test AUC %.4f%s (training %.1f s; scoring cpu %.1f s)", s + 1, a->key,
-            a->test0[s].auc, adapted, a->rep[s].seconds, cpu_seconds() - c0);
+        lm_xp_say(x->o, "seed %u %-10s test AUC %.4f%s (training %.1f s; scoring cpu %.1f s)", s + 1, a->key,
+            a->test0[s].auc, adapted, a->rep[s].seconds, lm_xp_cpu_seconds() - c0);
     a->nseeds = s + 1;
     return rc;
 }
@@ -389,7 +418,7 @@ static int get_dataset(lm_xp *x, lm_dataset **ds, lm_err *err)
                  (unsigned long long)o->synth_tasks, (unsigned long long)o->synth_seed);
         x->data_name = x->data_buf;
         char *log = lm_path_join(x->tmp_dir, "synth.csv"),
-             *schema_path = log ? path_fmt(x->tmp_dir, "synth.csv.schema.json") : NULL;
+             *schema_path = log ? lm_xp_path(x->tmp_dir, "synth.csv.schema.json") : NULL;
         lm_synth_opts so;
         lm_synth_opts_default(&so);
         so.tasks = o->synth_tasks;
@@ -432,8 +461,25 @@ static int check_opts(const lm_experiment_opts *o, lm_err *err)
         return lm_err_set(err, LM_EINVAL, "--data: the input folder is needed");
     if (o->seeds < 1 || o->seeds > LM_XP_MAX_SEEDS)
         return lm_err_set(err, LM_EINVAL, "--seeds must be in [1, %d]", LM_XP_MAX_SEEDS);
-    if (!(o->tables & (LM_XP_TABLE3 | LM_XP_TABLE4)))
-        return lm_err_set(err, LM_EINVAL, "--tables: choose 3, 4 or 3,4");
+    if (!(o->tables & LM_XP_TABLES_ALL) || (o->tables & ~LM_XP_TABLES_ALL))
+        return lm_err_set(err, LM_EINVAL, "--tables: choose among 3, 4, 5, 9, 10, 12, 13, 14 and fresh");
+    if (o->nsweep_inner < 1 || o->nsweep_inner > LM_XP_MAX_GRID || o->nsweep_dropout < 1 ||
+        o->nsweep_dropout > LM_XP_MAX_GRID || o->nsweep_task_lr < 1 || o->nsweep_task_lr > LM_XP_MAX_GRID ||
+        o->nsweep_lr < 1 || o->nsweep_lr > LM_XP_MAX_GRID || o->nstale_days < 1 || o->nstale_days > LM_XP_MAX_GRID)
+        return lm_err_set(err, LM_EINVAL, "every sweep needs 1 to %d values", LM_XP_MAX_GRID);
+    for (size_t i = 0; i < o->nsweep_inner; i++)
+        if (o->sweep_inner[i] < 1 || o->sweep_inner[i] > 64)
+            return lm_err_set(err, LM_EINVAL, "--sweep-inner-steps: steps must be in [1, 64]");
+    for (size_t i = 0; i < o->nsweep_dropout; i++)
+        if (!(o->sweep_dropout[i] >= 0 && o->sweep_dropout[i] < 1))
+            return lm_err_set(err, LM_EINVAL, "--sweep-dropout: rates must be in [0, 1)");
+    for (size_t i = 0; i < o->nsweep_task_lr; i++)
+        if (!(o->sweep_task_lr[i] > 0)) return lm_err_set(err, LM_EINVAL, "--sweep-task-lr: rates must be > 0");
+    for (size_t i = 0; i < o->nsweep_lr; i++)
+        if (!(o->sweep_lr[i] > 0)) return lm_err_set(err, LM_EINVAL, "--sweep-lr: rates must be > 0");
+    for (size_t i = 0; i < o->nstale_days; i++)
+        if (!(o->stale_days[i] > 0 && o->stale_days[i] <= 1e6))
+            return lm_err_set(err, LM_EINVAL, "--stale-days: days must be in (0, 1e6]");
     if (o->epochs < 1 || o->epochs > 256) return lm_err_set(err, LM_EINVAL, "--epochs must be in [1, 256]");
     if (o->ngrid_lr < 1 || o->ngrid_lr > LM_XP_MAX_GRID || o->ngrid_k < 1 || o->ngrid_k > LM_XP_MAX_GRID ||
         o->ngrid_alpha < 1 || o->ngrid_alpha > LM_XP_MAX_GRID)
@@ -459,7 +505,7 @@ static int check_opts(const lm_experiment_opts *o, lm_err *err)
 
 int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, lm_err *err)
 {
-    double t0 = lm_now(), c0 = cpu_seconds();
+    double t0 = lm_now(), c0 = lm_xp_cpu_seconds();
     memset(sum, 0, sizeof *sum);
     int rc = check_opts(o, err);
     if (rc) return rc;
@@ -487,7 +533,7 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     if (!rc) rc = get_dataset(x, &ds, err);
     if (!rc) {
         describe_dataset(x, ds);
-        say(o, "data: %s: %llu tasks (%llu new), %llu examples", x->data_name, (unsigned long long)x->ntasks,
+        lm_xp_say(o, "data: %s: %llu tasks (%llu new), %llu examples", x->data_name, (unsigned long long)x->ntasks,
             (unsigned long long)x->nnew, (unsigned long long)x->nrows);
     }
 
@@ -502,7 +548,7 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     fo.warm_only = 1;
     if (!rc) rc = lm_floor_evaluate(ds, &fo, &x->floor_val, err);
     if (!rc)
-        say(o, "floor: test AUC %.4f (train part only: %.4f), warm val AUC %.4f", x->floor_test.auc,
+        lm_xp_say(o, "floor: test AUC %.4f (train part only: %.4f), warm val AUC %.4f", x->floor_test.auc,
             x->floor_train_test.auc, x->floor_val.auc);
 
     /* the algorithms the asked tables need */
@@ -515,6 +561,8 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
         a->tables = ARMS[i].tables;
         a->option_row = ARMS[i].option_row;
         a->enabled = (ARMS[i].tables & o->tables) != 0;
+        /* the sweeps are built around plain (their gains' base) and LiMAML */
+        if ((i == LM_XP_PLAIN || i == LM_XP_LIMAML) && (o->tables & LM_XP_TABLES_SWEEP)) a->enabled = 1;
         if (ARMS[i].with_support_loss)
             snprintf(a->label, sizeof a->label, "%s (w = %g)", ARMS[i].label, o->support_weight);
         else snprintf(a->label, sizeof a->label, "%s", ARMS[i].label);
@@ -530,36 +578,52 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     }
     x->seconds_grid = lm_now() - tg;
 
-    /* stage 3: every seed */
+    /* stage 3: every seed. LiMAML's models are kept for the tables that only evaluate them
+     * again (pooling, freshness) or share their configuration. */
+    lm_model **limaml = calloc(LM_XP_MAX_SEEDS, sizeof *limaml);
+    if (!rc && !limaml) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+    int keep = (o->tables & LM_XP_TABLES_SWEEP) != 0;
     for (uint32_t s = 0; !rc && s < o->seeds; s++)
         for (int i = 0; !rc && i < LM_XP_NARMS; i++) {
             lm_xp_arm *a = &x->arm[i];
             if (!a->enabled) continue;
             if (s == 0) {
                 rc = test_one(x, ds, a, seed1[i], 0, err);
-                lm_model_free(seed1[i]);
+                if (keep && i == LM_XP_LIMAML) limaml[0] = seed1[i];
+                else lm_model_free(seed1[i]);
                 seed1[i] = NULL;
                 continue;
             }
-            char *log = path_fmt(tmp, "logs/%s-seed%u.jsonl", a->key, s + 1);
+            char *log = lm_xp_path(tmp, "logs/%s-seed%u.jsonl", a->key, s + 1);
             lm_model *m = NULL;
+            double c1 = lm_xp_cpu_seconds();
             rc = log ? train_one(x, ds, a, a->lr, a->task_lr, s + 1, log, &m, &a->rep[s], err)
                      : lm_err_set(err, LM_ENOMEM, "out of memory");
+            a->train_cpu[s] = lm_xp_cpu_seconds() - c1;
             free(log);
             if (!rc) rc = test_one(x, ds, a, m, s, err);
-            lm_model_free(m);
+            if (!rc && keep && i == LM_XP_LIMAML) limaml[s] = m;
+            else lm_model_free(m);
         }
     for (int i = 0; i < LM_XP_NARMS; i++) lm_model_free(seed1[i]);
+
+    /* stage 4: the tables around the chosen configuration */
+    double tsw = lm_now();
+    if (!rc && keep) rc = lm_xp_run_sweeps(x, ds, limaml, err);
+    x->seconds_sweeps = lm_now() - tsw;
+    for (uint32_t s = 0; limaml && s < LM_XP_MAX_SEEDS; s++) lm_model_free(limaml[s]);
+    free(limaml);
     lm_dataset_close(ds);
 
     /* the dataset we prepared is a by-product, reproducible from the command line */
     if (!rc && o->source != LM_XP_SOURCE_DATASET) {
-        char *d = lm_path_join(tmp, "dataset");
+        char *d = lm_path_join(tmp, "dataset"), *g = lm_path_join(tmp, "dataset-genre");
         if (d) lm_rmtree(d);
-        free(d);
+        if (g) lm_rmtree(g);
+        free(d), free(g);
     }
     x->seconds_total = lm_now() - t0;
-    x->cpu_total = cpu_seconds() - c0;
+    x->cpu_total = lm_xp_cpu_seconds() - c0;
     if (!rc) {
         lm_xp_build_rows(x);
         lm_xp_check_patterns(x);

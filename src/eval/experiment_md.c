@@ -47,6 +47,56 @@ static void table_md(lm_xp_buf *b, const lm_xp *x, int table)
     }
 }
 
+/* A table of points (5, 9, 10, 12, 13, 14, fresh): the swept value, the test figures, and the
+ * table's own columns (lm_xp_point_extras). */
+static void point_table_md(lm_xp_buf *b, const lm_xp *x, int table)
+{
+    char head[LM_XP_MAX_EXTRA][64], cell[LM_XP_MAX_EXTRA][64];
+    size_t ne = 0;
+    int first = 1;
+    for (size_t i = 0; i < x->nrows_out; i++) {
+        const lm_xp_row *r = &x->row[i];
+        if (r->kind != LM_XP_ROW_POINT || r->table != table) continue;
+        const lm_xp_point *p = &x->pt[r->point];
+        ne = lm_xp_point_extras(x, r, head, cell);
+        if (first) {
+            lm_xp_printf(b, "| Row | %s | Adapted | Test AUC | < 25 | >= 25 | New | Log loss | Gain %% |", p->param);
+            for (size_t e = 0; e < ne; e++) lm_xp_printf(b, " %s |", head[e]);
+            lm_xp_printf(b, "\n|---|---|---|---|---|---|---|---|---|");
+            for (size_t e = 0; e < ne; e++) lm_xp_printf(b, "---|");
+            lm_xp_printf(b, "\n");
+            first = 0;
+        }
+        lm_xp_printf(b, "| %s%s%s%s | %s%s%s | ", r->label, p->chosen ? " *(chosen)*" : "",
+                     p->option_row ? " *(option)*" : "", r->below_floor ? " **below the floor**" : "",
+                     p->chosen ? "**" : "", p->value_str, p->chosen ? "**" : "");
+        if (p->adapt) lm_xp_printf(b, "k %u, α %.3g", p->k, p->alpha);
+        else lm_xp_printf(b, "no");
+        lm_xp_printf(b, " | **");
+        pm(b, r->auc, 4);
+        lm_xp_printf(b, "** | ");
+        pm(b, r->lt25, 4);
+        lm_xp_printf(b, " | ");
+        pm(b, r->ge25, 4);
+        lm_xp_printf(b, " | ");
+        pm(b, r->nw, 4);
+        lm_xp_printf(b, " | ");
+        pm(b, r->logloss, 4);
+        lm_xp_printf(b, " | ");
+        pm(b, r->gain, 2);
+        lm_xp_printf(b, " |");
+        for (size_t e = 0; e < ne; e++) lm_xp_printf(b, " %s |", cell[e]);
+        lm_xp_printf(b, "\n");
+    }
+}
+
+static int has_points(const lm_xp *x, int table)
+{
+    for (size_t i = 0; i < x->npt; i++)
+        if (x->pt[i].table == table) return 1;
+    return 0;
+}
+
 static void grid_md(lm_xp_buf *b, const lm_xp *x)
 {
     lm_xp_printf(
@@ -132,10 +182,10 @@ int lm_xp_write_md(const lm_xp *x, const char *path, lm_err *err)
     lm_xp_printf(
         &b,
         "%u seed%s (1..%u), %d threads; the whole run took %.0f s (%.0f CPU seconds), of which %.0f s "
-        "choosing hyperparameters on seed 1. Data: %llu tasks (%llu new, held out of training), %llu "
+        "choosing hyperparameters on seed 1 and %.0f s on the tables beyond 3 and 4. Data: %llu tasks (%llu new, held out of training), %llu "
         "examples (support %llu, query %llu, validation %llu, test %llu).\n\n",
         o->seeds, o->seeds == 1 ? "" : "s", o->seeds, x->threads, x->seconds_total, x->cpu_total,
-        x->seconds_grid, (unsigned long long)x->ntasks, (unsigned long long)x->nnew,
+        x->seconds_grid, x->seconds_sweeps, (unsigned long long)x->ntasks, (unsigned long long)x->nnew,
         (unsigned long long)x->nrows, (unsigned long long)x->split_rows[LM_SPLIT_SUPPORT],
         (unsigned long long)x->split_rows[LM_SPLIT_QUERY], (unsigned long long)x->split_rows[LM_SPLIT_VAL],
         (unsigned long long)x->split_rows[LM_SPLIT_TEST]);
@@ -162,6 +212,34 @@ int lm_xp_write_md(const lm_xp *x, const char *path, lm_err *err)
                 "personal part; a new task gets the shared default row). Both LiMAML rows are adapted.\n\n");
         table_md(&b, x, 4);
         lm_xp_printf(&b, "\n");
+    }
+    if (x->npt || x->nskipped) {
+        const lm_xp_arm *l = &x->arm[LM_XP_LIMAML];
+        lm_xp_printf(
+            &b,
+            "## The tables around the chosen LiMAML configuration\n\n"
+            "Each table below moves one thing away from the LiMAML configuration chosen on warm validation "
+            "for Table 3 (outer lr %g, inner task lr %g, n = 1 inner step, no dropout; adapted at test with k "
+            "%u steps at α %.3g, the embedding from the latest example, fresh) and keeps the rest. These are "
+            "sensitivity figures on test, as the paper's appendix reports them; nothing is chosen from them. "
+            "Every gain is over the same seed's plain model without adaptation (Table 3's base). Rows of "
+            "Table 3's configuration reuse its models and figures (marked *chosen*).\n\n",
+            l->lr, l->task_lr, l->k, l->alpha);
+        for (size_t i = 0; i < x->nskipped; i++) lm_xp_printf(&b, "- %s.\n", x->skipped[i]);
+        if (x->nskipped) lm_xp_printf(&b, "\n");
+        for (size_t t = 0; t < 7; t++) {
+            int tb = LM_XP_POINT_TABLES[t];
+            if (!has_points(x, tb)) continue;
+            lm_xp_printf(&b, "### %s\n\n%s\n\n", lm_xp_table_title(tb), lm_xp_table_about(tb));
+            if (tb == 5 && x->genre_tasks)
+                lm_xp_printf(&b,
+                             "The (user, genre) dataset: %llu tasks (%llu new). Adaptation chosen there: plain k "
+                             "%u, α %.3g; LiMAML k %u, α %.3g.\n\n",
+                             (unsigned long long)x->genre_tasks, (unsigned long long)x->genre_new,
+                             x->genre_arm[0].k, x->genre_arm[0].alpha, x->genre_arm[1].k, x->genre_arm[1].alpha);
+            point_table_md(&b, x, tb);
+            lm_xp_printf(&b, "\n");
+        }
     }
     lm_xp_printf(&b, "## The paper's patterns on these figures\n\n");
     for (size_t i = 0; i < x->npat; i++)

@@ -85,6 +85,7 @@ static const lm_eval_result *row_result(const lm_xp *x, const lm_xp_row *r, uint
 {
     if (r->kind == LM_XP_ROW_FLOOR) return &x->floor_test;
     if (r->kind == LM_XP_ROW_FLOOR_TRAIN) return &x->floor_train_test;
+    if (r->kind == LM_XP_ROW_POINT) return &x->pt[r->point].res[s];
     return arm_result(&x->arm[r->arm], r->adapt, s);
 }
 
@@ -95,7 +96,7 @@ static lm_xp_stat row_stat(const lm_xp *x, const lm_xp_row *r, int f)
     return lm_xp_stat_of(v, r->nseeds);
 }
 
-static void add_row(lm_xp *x, int table, int kind, int arm, int adapt, const char *label)
+static lm_xp_row *add_row(lm_xp *x, int table, int kind, int arm, int adapt, const char *label)
 {
     LM_ASSERT(x->nrows_out < LM_XP_MAX_ROWS);
     lm_xp_row *r = &x->row[x->nrows_out++];
@@ -103,7 +104,11 @@ static void add_row(lm_xp *x, int table, int kind, int arm, int adapt, const cha
     r->table = table, r->kind = kind, r->arm = arm, r->adapt = adapt, r->label = label;
     r->option_row = kind == LM_XP_ROW_ARM && x->arm[arm].option_row;
     r->nseeds = kind == LM_XP_ROW_ARM ? x->arm[arm].nseeds : x->o->seeds;
+    return r;
 }
+
+/* The order the tables are reported in. */
+const int LM_XP_POINT_TABLES[7] = {5, 9, 10, 12, 13, 14, LM_XP_T_FRESH};
 
 void lm_xp_build_rows(lm_xp *x)
 {
@@ -121,6 +126,15 @@ void lm_xp_build_rows(lm_xp *x)
         add_row(x, 4, LM_XP_ROW_ARM, LM_XP_LIMAML_ID, 1, x->arm[LM_XP_LIMAML_ID].label);
         add_row(x, 4, LM_XP_ROW_ARM, LM_XP_LIMAML, 1, x->arm[LM_XP_LIMAML].label);
     }
+    for (size_t t = 0; t < 7; t++)
+        for (size_t i = 0; i < x->npt; i++) {
+            const lm_xp_point *p = &x->pt[i];
+            if (p->table != LM_XP_POINT_TABLES[t]) continue;
+            lm_xp_row *r = add_row(x, p->table, LM_XP_ROW_POINT, 0, p->adapt, p->label);
+            r->point = (int)i;
+            r->option_row = p->option_row;
+            r->nseeds = p->nseeds;
+        }
     for (size_t i = 0; i < x->nrows_out; i++) {
         lm_xp_row *r = &x->row[i];
         r->auc = row_stat(x, r, F_AUC);
@@ -132,16 +146,18 @@ void lm_xp_build_rows(lm_xp *x)
         for (uint32_t s = 0; s < r->nseeds; s++) r->seed_auc[s] = row_result(x, r, s)->auc;
         /* the gain is taken seed by seed against the same seed's baseline: Table 3's is plain
          * training without adaptation, Table 4's the wide-and-deep model (as in the paper) */
-        const lm_xp_arm *base = &x->arm[r->table == 3 ? LM_XP_PLAIN : LM_XP_WIDEDEEP];
+        const lm_xp_arm *base = &x->arm[r->table == 4 ? LM_XP_WIDEDEEP : LM_XP_PLAIN];
+        const lm_xp_point *p = r->kind == LM_XP_ROW_POINT ? &x->pt[r->point] : NULL;
         double g[LM_XP_MAX_SEEDS], ts[LM_XP_MAX_SEEDS];
         for (uint32_t s = 0; s < r->nseeds; s++) {
-            double b = base->test0[s].auc;
+            double b = p ? p->base_auc[s] : base->test0[s].auc;
             g[s] = 100.0 * (r->seed_auc[s] - b) / b;
-            ts[s] = r->kind == LM_XP_ROW_ARM ? x->arm[r->arm].rep[s].seconds : 0;
+            ts[s] = r->kind == LM_XP_ROW_ARM ? x->arm[r->arm].rep[s].seconds : p && p->trained ? p->train_secs[s] : 0;
         }
         r->gain = lm_xp_stat_of(g, r->nseeds);
         r->train_secs = lm_xp_stat_of(ts, r->nseeds);
-        r->below_floor = r->kind == LM_XP_ROW_ARM && r->auc.mean < x->floor_test.auc;
+        r->below_floor = (r->kind == LM_XP_ROW_ARM && r->auc.mean < x->floor_test.auc) ||
+                         (p && r->auc.mean < p->floor_auc);
     }
 }
 
@@ -186,6 +202,168 @@ static void margin_pattern(lm_xp *x, const char *what, lm_xp_stat a, lm_xp_stat 
         "LiMAML with adaptation beats plain training without adaptation on %s by more than three standard "
         "deviations: %.4f vs %.4f, difference %+.4f, 3 sigma = %.4f",
         what, a.mean, b.mean, a.mean - b.mean, 3 * sg);
+}
+
+/* The LiMAML adapted rows of a point table (the paper's rows; not the option rows), in order. */
+static size_t sweep_rows(const lm_xp *x, int table, const lm_xp_row **out, const lm_xp_point **pts)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < x->nrows_out && n < LM_XP_MAX_SWEEP; i++) {
+        const lm_xp_row *r = &x->row[i];
+        if (r->kind != LM_XP_ROW_POINT || r->table != table || r->option_row) continue;
+        const lm_xp_point *p = &x->pt[r->point];
+        if (strcmp(p->algo, "limaml") || !p->adapt) continue;
+        out[n] = r, pts[n++] = p;
+    }
+    return n;
+}
+
+/* "Matters little": every row's gain within three standard deviations of the chosen row's (no
+ * difference the seeds can tell) and the mean gains within one point of each other (the rule
+ * Table 3 uses for "comparable"; a row whose seeds scatter widely would pass the first test
+ * alone). The gains are listed into buf. */
+static int flat_gains(const lm_xp_row **r, const lm_xp_point **p, size_t n, char *buf, size_t len, double *spread)
+{
+    const lm_xp_row *c = NULL;
+    double lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (p[i]->chosen) c = r[i];
+    int flat = c != NULL;
+    size_t off = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        double sg;
+        if (c && (clear_margin(r[i]->gain, c->gain, &sg) || clear_margin(c->gain, r[i]->gain, &sg))) flat = 0;
+        lo = fmin(lo, r[i]->gain.mean), hi = fmax(hi, r[i]->gain.mean);
+        if (off < len)
+            off += (size_t)snprintf(buf + off, len - off, "%s%s %+.2f%%", i ? ", " : "", p[i]->value_str,
+                                    r[i]->gain.mean);
+    }
+    *spread = n ? hi - lo : 0;
+    return flat && *spread <= 1.0;
+}
+
+static void lm_xp_check_sweep_patterns(lm_xp *x)
+{
+    const lm_xp_row *r[LM_XP_MAX_SWEEP];
+    const lm_xp_point *p[LM_XP_MAX_SWEEP];
+    char g[300];
+    double spread12 = NAN, spread13 = NAN;
+    size_t n = sweep_rows(x, 9, r, p);
+    if (n > 1) {
+        double sp;
+        int flat = flat_gains(r, p, n, g, sizeof g, &sp);
+        pattern(x, flat,
+                "Table 9: the AUC gain hardly changes with the inner steps n (paper: +1.47%% to +1.51%%; here no "
+                "n differs from n = 1 by more than three standard deviations and the gains lie within one "
+                "point): %s (spread %.2f points)",
+                g, sp);
+        int up = 1;
+        size_t off = 0;
+        double prev = -INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            double e[LM_XP_MAX_SEEDS];
+            for (uint32_t s = 0; s < p[i]->nseeds; s++)
+                e[s] = 100.0 * ((p[i]->train_cpu[s] / LM_MAX(p[i]->epochs[s], 1)) /
+                                    (p[i]->plain_cpu[s] / LM_MAX(p[i]->plain_epochs[s], 1)) -
+                                1);
+            double m = lm_xp_stat_of(e, p[i]->nseeds).mean;
+            up &= m > prev;
+            prev = m;
+            if (off < sizeof g)
+                off += (size_t)snprintf(g + off, sizeof g - off, "%sn %s %+.0f%%", i ? ", " : "", p[i]->value_str, m);
+        }
+        pattern(x, up,
+                "Table 9: training CPU time per epoch grows with n (paper, total time against vanilla training: "
+                "+105%% at n = 1 to +221%% at n = 5): %s",
+                g);
+    }
+    n = sweep_rows(x, 10, r, p);
+    if (n > 1) {
+        int lower = n > 1 && r[1]->auc.mean < r[0]->auc.mean, mono = 1;
+        for (size_t i = 1; i < n; i++) mono &= r[i]->auc.mean <= r[i - 1]->auc.mean;
+        double sp;
+        flat_gains(r, p, n, g, sizeof g, &sp);
+        pattern(x, lower,
+                "Table 10: even the smallest dropout (%s) lowers test AUC (paper: +1.47%% to +1.44%% at 0.1): %s",
+                p[1]->value_str, g);
+        pattern(x, mono, "Table 10: the higher the dropout, the lower the AUC (paper: +0.88%% at 0.6): %s", g);
+    }
+    n = sweep_rows(x, 12, r, p);
+    if (n > 1) {
+        int flat = flat_gains(r, p, n, g, sizeof g, &spread12);
+        pattern(x, flat,
+                "Table 12: the inner task learning rate matters little around the chosen value (paper: +1.44%% "
+                "to +1.47%% from 0.005 to 10; here every rate within three standard deviations of the "
+                "chosen and the gains within one point): %s (spread %.2f points)",
+                g, spread12);
+    }
+    n = sweep_rows(x, 13, r, p);
+    if (n > 1) {
+        int flat = flat_gains(r, p, n, g, sizeof g, &spread13);
+        (void)flat;
+        if (!isnan(spread12))
+            pattern(x, spread13 > spread12,
+                    "Tables 12 and 13: the global learning rate is the more sensitive (paper: it needs tuning, "
+                    "the task rate hardly): spread of the gains %.2f points over the global rates (%s) against "
+                    "%.2f over the task rates",
+                    spread13, g, spread12);
+    }
+    n = sweep_rows(x, 14, r, p);
+    if (n > 1) {
+        const lm_xp_row *lat = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (p[i]->chosen) lat = r[i];
+        int best = lat != NULL, same = 1;
+        size_t off = 0;
+        for (size_t i = 0; lat && i < n; i++) {
+            if (r[i] == lat) continue;
+            best &= lat->auc.mean > r[i]->auc.mean;
+            same &= lat->auc.mean == r[i]->auc.mean;
+            if (off < sizeof g)
+                off += (size_t)snprintf(g + off, sizeof g - off, "%s%s %+.3f%%", off ? ", " : "", p[i]->value_str,
+                                        100 * (r[i]->auc.mean - lat->auc.mean) / lat->auc.mean);
+        }
+        if (lat)
+            pattern(x, best,
+                    "Table 14: the embedding of the latest example beats max, mean and cosine pooling (paper: "
+                    "-0.06%%, -0.12%%, -0.10%%): relative to latest, %s%s",
+                    g,
+                    same ? " (identical: the meta features are constant within a task, so every example's "
+                           "meta-block output is the same and pooling changes nothing)"
+                         : "");
+    }
+    n = sweep_rows(x, LM_XP_T_FRESH, r, p);
+    if (n > 1) {
+        const lm_xp_row *f = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (p[i]->stale_days == 0) f = r[i];
+        int below = f != NULL;
+        size_t off = 0;
+        for (size_t i = 0; f && i < n; i++) {
+            if (r[i] == f) continue;
+            below &= r[i]->auc.mean < f->auc.mean;
+            if (off < sizeof g)
+                off += (size_t)snprintf(g + off, sizeof g - off, "%s%s days %.4f (%+.2f%%)", off ? ", " : "",
+                                        p[i]->value_str, r[i]->auc.mean,
+                                        100 * (r[i]->auc.mean - f->auc.mean) / f->auc.mean);
+        }
+        if (f)
+            pattern(x, below,
+                    "Freshness: a stale embedding scores below a fresh one (paper, section 5: weekly instead of "
+                    "daily refresh cost 0.5%% AUC): fresh %.4f; %s",
+                    f->auc.mean, g);
+    }
+    n = sweep_rows(x, 5, r, p);
+    if (n == 2) {
+        int ug = !strcmp(p[0]->value_str, "user");
+        const lm_xp_row *u = ug ? r[0] : r[1], *gg = ug ? r[1] : r[0];
+        pattern(x, gg->gain.mean > u->gain.mean,
+                "Table 5: the finer task definition gains more (paper, pClick: +0.47%% per (user, notification "
+                "type) against +0.01%% per user): LiMAML adapted %+.2f%% per (user, genre) against %+.2f%% per "
+                "user, each over its own plain model without adaptation",
+                gg->gain.mean, u->gain.mean);
+    }
 }
 
 void lm_xp_check_patterns(lm_xp *x)
@@ -256,6 +434,7 @@ void lm_xp_check_patterns(lm_xp *x)
                 "(%+.2f%%)",
                 k1->auc.mean, w0->auc.mean, k1->gain.mean);
     }
+    lm_xp_check_sweep_patterns(x);
     /* Not a pattern of the paper but of honesty: does any learned row beat counting? */
     double best = -1;
     const char *best_label = "";
@@ -284,10 +463,78 @@ static cJSON *stat_json(lm_xp_stat s)
     return o;
 }
 
+/* The fields of a point's row: the swept value under its own name, the configuration, and
+ * what its table adds (time against plain, the alternative adaptation rate, the realised
+ * staleness, seed 1's validation AUC). */
+static void point_json(cJSON *o, const lm_xp_point *p)
+{
+    double v[LM_XP_MAX_SEEDS];
+    uint32_t n = p->nseeds;
+    cJSON_AddStringToObject(o, "swept", p->param);
+    if (isnan(p->value)) cJSON_AddStringToObject(o, p->param, p->value_str);
+    else cJSON_AddNumberToObject(o, p->param, p->value);
+    cJSON_AddBoolToObject(o, "chosen", p->chosen);
+    cJSON_AddBoolToObject(o, "table3_models", p->reused);
+    if (p->trained) {
+        for (uint32_t s = 0; s < n; s++) v[s] = p->val_auc[s];
+        cJSON_AddItemToObject(o, "train_val_auc", stat_json(lm_xp_stat_of(v, n)));
+        for (uint32_t s = 0; s < n; s++) v[s] = p->epochs[s];
+        cJSON_AddItemToObject(o, "epochs", stat_json(lm_xp_stat_of(v, n)));
+    }
+    if (p->table == 9 && p->trained) {
+        for (uint32_t s = 0; s < n; s++) v[s] = 100.0 * (p->train_secs[s] / p->plain_secs[s] - 1);
+        cJSON_AddItemToObject(o, "train_time_vs_plain_pct", stat_json(lm_xp_stat_of(v, n)));
+        for (uint32_t s = 0; s < n; s++)
+            v[s] = 100.0 * ((p->train_secs[s] / LM_MAX(p->epochs[s], 1)) /
+                                (p->plain_secs[s] / LM_MAX(p->plain_epochs[s], 1)) -
+                            1);
+        cJSON_AddItemToObject(o, "epoch_time_vs_plain_pct", stat_json(lm_xp_stat_of(v, n)));
+        cJSON_AddItemToObject(o, "train_cpu_seconds", stat_json(lm_xp_stat_of(p->train_cpu, n)));
+        for (uint32_t s = 0; s < n; s++)
+            v[s] = 100.0 * ((p->train_cpu[s] / LM_MAX(p->epochs[s], 1)) /
+                                (p->plain_cpu[s] / LM_MAX(p->plain_epochs[s], 1)) -
+                            1);
+        cJSON_AddItemToObject(o, "epoch_cpu_vs_plain_pct", stat_json(lm_xp_stat_of(v, n)));
+    }
+    if (p->has_alt) {
+        for (uint32_t s = 0; s < n; s++) v[s] = p->alt[s].auc;
+        cJSON_AddItemToObject(o, "auc_adapted_at_swept_rate", stat_json(lm_xp_stat_of(v, n)));
+    }
+    if (!isnan(p->seed1_val)) cJSON_AddNumberToObject(o, "warm_val_auc_seed1", round(p->seed1_val * 1e6) / 1e6);
+    if (p->table == LM_XP_T_FRESH) {
+        cJSON_AddStringToObject(o, "adapt_from", p->adapt_from == LM_ADAPT_VAL ? "val" : "train+val");
+        cJSON *re = cJSON_AddObjectToObject(o, "realised");
+        for (uint32_t s = 0; s < n; s++) v[s] = p->res[s].tasks ? (double)p->res[s].tasks_adapted / p->res[s].tasks : 0;
+        cJSON_AddItemToObject(re, "tasks_adapted_frac", stat_json(lm_xp_stat_of(v, n)));
+        for (uint32_t s = 0; s < n; s++) v[s] = (double)p->res[s].rows_adapted;
+        cJSON_AddItemToObject(re, "rows_adapted", stat_json(lm_xp_stat_of(v, n)));
+        for (uint32_t s = 0; s < n; s++) v[s] = p->res[s].adapt_lag_mean / 86400.0;
+        cJSON_AddItemToObject(re, "lag_days", stat_json(lm_xp_stat_of(v, n)));
+        for (uint32_t s = 0; s < n; s++) v[s] = p->res[s].adapt_age_mean / 86400.0;
+        cJSON_AddItemToObject(re, "age_days", stat_json(lm_xp_stat_of(v, n)));
+    }
+    cJSON *h = cJSON_AddObjectToObject(o, "hyperparameters");
+    cJSON_AddStringToObject(h, "train_algo", p->algo);
+    cJSON_AddNumberToObject(h, "lr", p->lr);
+    if (!strcmp(p->algo, "limaml")) {
+        cJSON_AddNumberToObject(h, "task_lr", p->task_lr);
+        cJSON_AddNumberToObject(h, "inner_steps", p->inner);
+        cJSON_AddNumberToObject(h, "dropout", p->dropout);
+    }
+    if (p->adapt) {
+        cJSON_AddNumberToObject(h, "adapt_steps", p->k);
+        cJSON_AddNumberToObject(h, "adapt_task_lr", p->alpha);
+        static const char *pools[] = {"latest", "mean", "max", "cos"};
+        cJSON_AddStringToObject(h, "pool", pools[p->pool]);
+        if (p->stale_days > 0) cJSON_AddNumberToObject(h, "stale_days", p->stale_days);
+    }
+}
+
 static const char *row_algo(const lm_xp *x, const lm_xp_row *r)
 {
     if (r->kind == LM_XP_ROW_FLOOR) return "floor";
     if (r->kind == LM_XP_ROW_FLOOR_TRAIN) return "floor_train_only";
+    if (r->kind == LM_XP_ROW_POINT) return x->pt[r->point].algo;
     return x->arm[r->arm].key;
 }
 
@@ -309,8 +556,7 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
         const lm_xp_row *r = &x->row[i];
         cJSON *o = cJSON_CreateObject();
         char t[8];
-        snprintf(t, sizeof t, "%d", r->table);
-        cJSON_AddStringToObject(o, "table", t);
+        cJSON_AddStringToObject(o, "table", lm_xp_table_name(r->table, t, sizeof t));
         cJSON_AddStringToObject(o, "algo", row_algo(x, r));
         cJSON_AddBoolToObject(o, "adapt", r->adapt);
         cJSON_AddStringToObject(o, "label", r->label);
@@ -323,7 +569,11 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
         cJSON_AddItemToObject(o, "logloss", stat_json(r->logloss));
         cJSON_AddItemToObject(o, "gain_pct", stat_json(r->gain));
         cJSON_AddStringToObject(o, "gain_base",
-                                r->table == 3 ? "plain, no adaptation" : "widedeep, no adaptation");
+                                r->table == 4 ? "widedeep, no adaptation"
+                                : r->table == 5 && r->kind == LM_XP_ROW_POINT &&
+                                        strcmp(x->pt[r->point].value_str, "user")
+                                    ? "plain, no adaptation, task = (user, genre)"
+                                    : "plain, no adaptation");
         cJSON_AddItemToObject(o, "train_seconds", stat_json(r->train_secs));
         cJSON_AddNumberToObject(o, "seeds", r->nseeds);
         double sa[LM_XP_MAX_SEEDS];
@@ -331,7 +581,9 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
         cJSON_AddItemToObject(o, "auc_per_seed", cJSON_CreateDoubleArray(sa, (int)r->nseeds));
         cJSON_AddBoolToObject(o, "below_floor", r->below_floor);
         cJSON_AddBoolToObject(o, "option_row", r->option_row);
-        if (r->kind == LM_XP_ROW_ARM) {
+        if (r->kind == LM_XP_ROW_POINT) {
+            point_json(o, &x->pt[r->point]);
+        } else if (r->kind == LM_XP_ROW_ARM) {
             const lm_xp_arm *a = &x->arm[r->arm];
             cJSON *h = cJSON_AddObjectToObject(o, "hyperparameters");
             cJSON_AddStringToObject(h, "train_algo", lm_train_algo_name(a->algo));
@@ -372,6 +624,29 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
     cJSON_AddNumberToObject(run, "seconds_total", round(x->seconds_total * 10) / 10);
     cJSON_AddNumberToObject(run, "cpu_seconds_total", round(x->cpu_total * 10) / 10);
     cJSON_AddNumberToObject(run, "floor_warm_val_auc", x->floor_val.auc);
+    cJSON_AddNumberToObject(run, "seconds_sweeps", round(x->seconds_sweeps * 10) / 10);
+    cJSON *sk = cJSON_AddArrayToObject(run, "skipped");
+    for (size_t i = 0; i < x->nskipped; i++) cJSON_AddItemToArray(sk, cJSON_CreateString(x->skipped[i]));
+    if (x->genre_tasks) {
+        cJSON *t5 = cJSON_AddObjectToObject(run, "table5_user_genre");
+        cJSON_AddNumberToObject(t5, "tasks", (double)x->genre_tasks);
+        cJSON_AddNumberToObject(t5, "new_tasks", (double)x->genre_new);
+        for (int i = 0; i < 2; i++) {
+            const lm_xp_arm *a = &x->genre_arm[i];
+            cJSON *e = cJSON_AddObjectToObject(t5, a->key);
+            cJSON_AddNumberToObject(e, "adapt_steps", a->k);
+            cJSON_AddNumberToObject(e, "adapt_task_lr", a->alpha);
+            cJSON_AddNumberToObject(e, "val_auc_no_adaptation", a->noadapt_val);
+            cJSON *ag = cJSON_AddArrayToObject(e, "adapt_grid");
+            for (size_t j = 0; j < a->nadapt; j++) {
+                cJSON *q = cJSON_CreateObject();
+                cJSON_AddNumberToObject(q, "k", a->adapt_k[j]);
+                cJSON_AddNumberToObject(q, "task_lr", a->adapt_alpha[j]);
+                cJSON_AddNumberToObject(q, "val_auc", a->adapt_val[j]);
+                cJSON_AddItemToArray(ag, q);
+            }
+        }
+    }
     cJSON *arms = cJSON_AddArrayToObject(run, "algorithms");
     for (int i = 0; i < LM_XP_NARMS; i++) {
         const lm_xp_arm *a = &x->arm[i];
