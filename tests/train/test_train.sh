@@ -61,7 +61,7 @@ check "emb_logit: AUC above chance, fast and reference engines agree ($a1 vs $a2
 run "$BIN" eval --model "$TMP/el.st" --data "$TMP/ds" --adapt-steps 3 --adapt-from train --score val --warm-only --json
 check "eval --score val (warm validation, adapted on train)" grep -q '"auc":0\.[0-9]' "$TMP/.out"
 run "$BIN" eval --model "$TMP/el.st" --data "$TMP/ds" --adapt-steps 3 --score val
-check "eval --score val refuses adapting on the scored rows" test "$rc" -eq 1
+check "eval --score val refuses adapting on the scored rows (usage error, exit 2)" bash -c "[ $rc -eq 2 ] && grep -q 'adapt-from train' '$TMP/.err'"
 
 # Same seed, same threads: the same bytes. Another seed: different.
 run "$BIN" train "${common[@]}" --algo limaml --out "$TMP/again.st"
