@@ -120,11 +120,12 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
 /* One algorithm as trained: its training options, what the grid chose, and per seed the
  * training report and the test results without and with adaptation. */
 typedef struct lm_xp_arm {
-    const char *key; /* "plain", "maml", "limaml", "limaml_sw", "widedeep", "limaml_id" */
+    const char *key; /* "plain", "maml", "limaml", "limaml_sw", "limaml_swl", "widedeep", "limaml_id" */
     char label[96];  /* as the tables print it */
     int algo;        /* LM_TRAIN_... */
     const char *meta_block;
     double support_weight;
+    int emb_logit; /* lm_train_opts.emb_logit */
     int tables; /* tables that need it */
     int enabled;
     int option_row; /* an improvement beyond the paper, reported as its own rows */
@@ -154,7 +155,16 @@ typedef struct lm_xp_arm {
     double curve_loss[256], curve_val[256];
 } lm_xp_arm;
 
-enum { LM_XP_PLAIN, LM_XP_MAML, LM_XP_LIMAML, LM_XP_LIMAML_SW, LM_XP_WIDEDEEP, LM_XP_LIMAML_ID, LM_XP_NARMS };
+enum {
+    LM_XP_PLAIN,
+    LM_XP_MAML,
+    LM_XP_LIMAML,
+    LM_XP_LIMAML_SW,
+    LM_XP_LIMAML_SWL, /* + the meta embedding's first coordinate added to the logit (emb_logit) */
+    LM_XP_WIDEDEEP,
+    LM_XP_LIMAML_ID,
+    LM_XP_NARMS
+};
 
 /* One point of the tables beyond 3 and 4: one configuration (one parameter moved away from
  * the chosen LiMAML configuration, or a pooling, a staleness, a task definition) scored on

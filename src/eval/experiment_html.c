@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-static const char *COLORS[LM_XP_NARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+static const char *COLORS[LM_XP_NARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#17becf", "#ff7f0e", "#8c564b"};
 
 static void esc(lm_xp_buf *b, const char *s)
 {

@@ -118,7 +118,7 @@ void lm_xp_build_rows(lm_xp *x)
         add_row(x, 3, LM_XP_ROW_FLOOR, 0, 0, "Count floor: task rate + item rate (no learning)");
         add_row(x, 3, LM_XP_ROW_FLOOR_TRAIN, 0, 0,
                 "Count floor, a warm task's rate from its train part only");
-        for (int a = LM_XP_PLAIN; a <= LM_XP_LIMAML_SW; a++)
+        for (int a = LM_XP_PLAIN; a <= LM_XP_LIMAML_SWL; a++)
             for (int ad = 0; ad < 2; ad++) add_row(x, 3, LM_XP_ROW_ARM, a, ad, x->arm[a].label);
     }
     if (t4) {
@@ -589,6 +589,7 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
             cJSON_AddStringToObject(h, "train_algo", lm_train_algo_name(a->algo));
             cJSON_AddStringToObject(h, "meta_block", a->meta_block);
             cJSON_AddNumberToObject(h, "support_weight", a->support_weight);
+            cJSON_AddBoolToObject(h, "emb_logit", a->emb_logit);
             cJSON_AddNumberToObject(h, "lr", a->lr);
             cJSON_AddNumberToObject(h, "task_lr", a->task_lr);
             if (r->adapt) {

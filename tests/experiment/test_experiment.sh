@@ -53,8 +53,9 @@ def table(t):
 t3 = table("3")
 t4 = [r for r in rows if r["table"] == "4"]
 assert t3[0]["algo"] == "floor" and not t3[0]["adapt"], "Table 3 opens with the floor"
-want3 = {(a, d) for a in ("plain", "maml", "limaml", "limaml_sw") for d in (False, True)}
+want3 = {(a, d) for a in ("plain", "maml", "limaml", "limaml_sw", "limaml_swl") for d in (False, True)}
 assert want3 <= {(r["algo"], r["adapt"]) for r in t3}, "Table 3 rows"
+assert all(r["hyperparameters"]["emb_logit"] == (r["algo"] == "limaml_swl") for r in t3 if r["algo"].startswith("limaml")), "emb_logit only in its row"
 assert {("widedeep", False), ("limaml_id", True), ("limaml", True)} == {(r["algo"], r["adapt"]) for r in t4}
 base = [r for r in t3 if r["algo"] == "plain" and not r["adapt"]][0]
 assert abs(base["gain_pct"]["mean"]) < 1e-9, "the baseline's gain is 0"
