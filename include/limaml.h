@@ -64,8 +64,8 @@ enum {
 
 /* An error report. Zero-initialize it; functions fill it on failure. */
 typedef struct lm_err {
-    int code;                  /* the LM_E... code also returned */
-    char msg[LM_ERR_MSG_MAX];  /* "FILE:LINE:COLUMN: what is wrong" or "field: what is wrong" */
+    int code;                 /* the LM_E... code also returned */
+    char msg[LM_ERR_MSG_MAX]; /* "FILE:LINE:COLUMN: what is wrong" or "field: what is wrong" */
 } lm_err;
 
 /* A static string naming `code`. */
@@ -85,11 +85,11 @@ typedef struct lm_cat_spec {
 
 /* A feature table joined to the interactions by a key column ("join" in the schema). */
 typedef struct lm_join_spec {
-    char *file;      /* resolved against the schema file's folder when relative */
-    char *on;        /* the key column, present in the log and in the table */
-    char delimiter;  /* defaults to the schema's */
-    int header;      /* 1 when the first line names the columns */
-    char **columns;  /* names when there is no header line */
+    char *file;     /* resolved against the schema file's folder when relative */
+    char *on;       /* the key column, present in the log and in the table */
+    char delimiter; /* defaults to the schema's */
+    int header;     /* 1 when the first line names the columns */
+    char **columns; /* names when there is no header line */
     size_t ncolumns;
 } lm_join_spec;
 
@@ -98,29 +98,29 @@ enum { LM_LABEL_BINARY = 0, LM_LABEL_REGRESSION = 1 };
 /* The description of an interaction log: which columns make the task key, the time, the label,
  * and the features of the meta and global blocks. Owned by the caller; lm_schema_free. */
 typedef struct lm_schema {
-    char *path;       /* the file it came from, or NULL */
-    char delimiter;   /* ',' or '\t' or any single byte */
-    int header;       /* 1: the first line names the columns */
-    char **columns;   /* column names when header is 0 */
+    char *path;     /* the file it came from, or NULL */
+    char delimiter; /* ',' or '\t' or any single byte */
+    int header;     /* 1: the first line names the columns */
+    char **columns; /* column names when header is 0 */
     size_t ncolumns;
-    char **task;      /* task key columns, >= 1; their combination is the task */
+    char **task; /* task key columns, >= 1; their combination is the task */
     size_t ntask;
-    char *time;       /* numeric time column, seconds */
-    char *label;      /* label column */
-    int label_type;   /* LM_LABEL_BINARY or LM_LABEL_REGRESSION */
+    char *time;              /* numeric time column, seconds */
+    char *label;             /* label column */
+    int label_type;          /* LM_LABEL_BINARY or LM_LABEL_REGRESSION */
     int label_has_threshold; /* binary label = (value >= label_threshold) */
     double label_threshold;
-    char **meta;      /* meta-block features (also fed to the global block) */
+    char **meta; /* meta-block features (also fed to the global block) */
     size_t nmeta;
-    char **dense;     /* global-block dense features */
+    char **dense; /* global-block dense features */
     size_t ndense;
     lm_cat_spec *cat; /* global-block categorical features */
     size_t ncat;
-    char *split;      /* optional column with values train, val, test */
-    char *tiebreak;   /* optional numeric column ordering examples with equal times */
+    char *split;    /* optional column with values train, val, test */
+    char *tiebreak; /* optional numeric column ordering examples with equal times */
     lm_join_spec *join;
     size_t njoin;
-    char *json;       /* the schema as canonical JSON text (stored in datasets and models) */
+    char *json; /* the schema as canonical JSON text (stored in datasets and models) */
 } lm_schema;
 
 /* Parse a schema from JSON text; `path` names it in errors and resolves join files. */
@@ -146,26 +146,26 @@ const char *lm_split_name(int split);
 
 /* How new (cold) tasks are chosen: they never appear in training. */
 enum {
-    LM_NEWRULE_NONE = 0,   /* no new tasks */
-    LM_NEWRULE_MOD = 1,    /* the first task column, read as an integer, is 0 modulo `mod` */
-    LM_NEWRULE_HASH = 2,   /* a hash of the task key falls below `frac` */
+    LM_NEWRULE_NONE = 0, /* no new tasks */
+    LM_NEWRULE_MOD = 1,  /* the first task column, read as an integer, is 0 modulo `mod` */
+    LM_NEWRULE_HASH = 2, /* a hash of the task key falls below `frac` */
 };
 
 typedef struct lm_prepare_opts {
-    uint32_t max_per_task;   /* keep at most this many most recent examples per task; 0: all */
-    double window_days;      /* keep only examples within this many days of the newest; 0: all */
-    double train_frac;       /* warm task: first floor(train_frac m) examples are train */
-    double val_frac;         /* next floor(val_frac m) are validation, the rest test */
-    double new_val_frac;     /* new task: first floor(new_val_frac m) validation, rest test */
-    double support_frac;     /* train part: first ceil(support_frac t) support, rest query */
-    int new_rule;            /* LM_NEWRULE_... */
-    uint64_t new_mod;        /* for LM_NEWRULE_MOD */
-    double new_frac;         /* for LM_NEWRULE_HASH */
-    uint64_t skip_bad_rows;  /* tolerate up to this many bad rows (reported); 0: none */
+    uint32_t max_per_task;     /* keep at most this many most recent examples per task; 0: all */
+    double window_days;        /* keep only examples within this many days of the newest; 0: all */
+    double train_frac;         /* warm task: first floor(train_frac m) examples are train */
+    double val_frac;           /* next floor(val_frac m) are validation, the rest test */
+    double new_val_frac;       /* new task: first floor(new_val_frac m) validation, rest test */
+    double support_frac;       /* train part: first ceil(support_frac t) support, rest query */
+    int new_rule;              /* LM_NEWRULE_... */
+    uint64_t new_mod;          /* for LM_NEWRULE_MOD */
+    double new_frac;           /* for LM_NEWRULE_HASH */
+    uint64_t skip_bad_rows;    /* tolerate up to this many bad rows (reported); 0: none */
     int missing_features_zero; /* a key missing from a join table: zeros (counted), not error */
-    size_t mem_bytes;        /* memory for sorting before spilling runs to disk */
-    const char *tmp_dir;     /* where sort runs go; NULL: beside the output */
-    int force;               /* replace an existing output folder */
+    size_t mem_bytes;          /* memory for sorting before spilling runs to disk */
+    const char *tmp_dir;       /* where sort runs go; NULL: beside the output */
+    int force;                 /* replace an existing output folder */
 } lm_prepare_opts;
 
 void lm_prepare_opts_default(lm_prepare_opts *o);
@@ -173,17 +173,17 @@ void lm_prepare_opts_default(lm_prepare_opts *o);
 #define LM_BAD_ROWS_KEPT 20 /* bad-row messages kept in a summary */
 
 typedef struct lm_prepare_summary {
-    uint64_t rows_read;      /* data rows in the inputs (not counting headers) */
-    uint64_t rows_bad;       /* rows skipped as bad (with skip_bad_rows) */
-    uint64_t rows_dropped;   /* dropped by max_per_task or the window */
-    uint64_t rows_kept;      /* examples in the dataset */
-    uint64_t tasks;          /* tasks in the dataset */
-    uint64_t tasks_new;      /* of which new (never in training) */
+    uint64_t rows_read;    /* data rows in the inputs (not counting headers) */
+    uint64_t rows_bad;     /* rows skipped as bad (with skip_bad_rows) */
+    uint64_t rows_dropped; /* dropped by max_per_task or the window */
+    uint64_t rows_kept;    /* examples in the dataset */
+    uint64_t tasks;        /* tasks in the dataset */
+    uint64_t tasks_new;    /* of which new (never in training) */
     uint64_t split_rows[LM_SPLIT_COUNT];
-    uint64_t missing_keys;   /* join lookups that found no row and were zero-filled */
-    uint64_t runs;           /* sort runs spilled to disk */
+    uint64_t missing_keys; /* join lookups that found no row and were zero-filled */
+    uint64_t runs;         /* sort runs spilled to disk */
     double seconds;
-    size_t peak_buffer_bytes; /* the sort buffer's high-water mark */
+    size_t peak_buffer_bytes;             /* the sort buffer's high-water mark */
     char bad_rows[LM_BAD_ROWS_KEPT][256]; /* the first bad-row messages */
 } lm_prepare_summary;
 
@@ -191,18 +191,17 @@ typedef struct lm_prepare_summary {
  * time, assign splits and write a dataset folder `out_dir` (built under a temporary name and
  * renamed into place: on failure nothing is left at `out_dir`). Memory stays within about
  * o->mem_bytes plus the join tables, whatever the input size. */
-int lm_prepare(const lm_schema *schema, const char *const *inputs, size_t ninputs,
-               const char *out_dir, const lm_prepare_opts *o, lm_prepare_summary *sum,
-               lm_err *err);
+int lm_prepare(const lm_schema *schema, const char *const *inputs, size_t ninputs, const char *out_dir,
+               const lm_prepare_opts *o, lm_prepare_summary *sum, lm_err *err);
 
 /* A task: its examples are rows [first, first + n) of the dataset, sorted by time. Because
  * splits follow time, its support, query, validation and test rows are consecutive runs of
  * that range in this order, of lengths nsplit[LM_SPLIT_...] (a split column in the input may
  * interleave them; then `contiguous` is 0 and each row's split must be read). */
 typedef struct lm_task {
-    uint64_t key_off;        /* offset of the key in the string pool */
+    uint64_t key_off; /* offset of the key in the string pool */
     uint32_t key_len;
-    uint32_t is_new;         /* 1: a new task, held out of training */
+    uint32_t is_new; /* 1: a new task, held out of training */
     uint64_t first;
     uint32_t n;
     uint32_t contiguous;
@@ -214,9 +213,9 @@ typedef struct lm_row_view {
     double time;
     float label;
     int split;
-    const float *meta;       /* nmeta floats */
-    const float *dense;      /* ndense floats */
-    const uint32_t *cat;     /* ncat ids, each < its buckets */
+    const float *meta;   /* nmeta floats */
+    const float *dense;  /* ndense floats */
+    const uint32_t *cat; /* ncat ids, each < its buckets */
 } lm_row_view;
 
 typedef struct lm_dataset lm_dataset;
@@ -259,31 +258,30 @@ enum { LM_ML_TASK_USER = 0, LM_ML_TASK_USER_GENRE = 1 };
  * u.item, u.occupation) into `out_dir`, through lm_prepare and its join machinery. The
  * normalized feature tables and the schema are written into out_dir too. `o` may be NULL
  * for the protocol's defaults (new users: user_id % 5 == 0). */
-int lm_prepare_movielens(const char *ml_dir, const char *out_dir, int task_def,
-                         const lm_prepare_opts *o, lm_prepare_summary *sum, lm_err *err);
+int lm_prepare_movielens(const char *ml_dir, const char *out_dir, int task_def, const lm_prepare_opts *o,
+                         lm_prepare_summary *sum, lm_err *err);
 
 typedef struct lm_synth_opts {
-    uint64_t tasks;          /* task population */
+    uint64_t tasks; /* task population */
     uint64_t seed;
-    double mean_examples;    /* mean examples per task (heavy-tailed) */
-    uint32_t max_examples;   /* cap per task */
-    uint32_t items;          /* item vocabulary */
-    double days;             /* time horizon */
-    double new_frac;         /* tasks born in the last 10% of the horizon */
+    double mean_examples;  /* mean examples per task (heavy-tailed) */
+    uint32_t max_examples; /* cap per task */
+    uint32_t items;        /* item vocabulary */
+    double days;           /* time horizon */
+    double new_frac;       /* tasks born in the last 10% of the horizon */
 } lm_synth_opts;
 
 void lm_synth_opts_default(lm_synth_opts *o);
 
 typedef struct lm_synth_summary {
     uint64_t rows;
-    uint64_t tasks;          /* tasks with at least one example */
+    uint64_t tasks; /* tasks with at least one example */
     uint64_t positives;
 } lm_synth_summary;
 
 /* Write a synthetic interaction log to `path` (CSV) and its schema to `path`.schema.json,
  * both atomically. Memory does not grow with the number of tasks. */
 int lm_synth(const char *path, const lm_synth_opts *o, lm_synth_summary *sum, lm_err *err);
-
 
 /* ============================================================================================
  * model: the trained network and its file
@@ -331,46 +329,46 @@ enum { LM_DECAY_NONE = 0, LM_DECAY_LINEAR = 1, LM_DECAY_COSINE = 2 };
 
 typedef struct lm_train_progress {
     uint32_t epoch, epochs;
-    uint64_t batch, batches;   /* within the epoch */
-    uint64_t tasks_done;       /* this run */
-    double loss;               /* running mean outer loss of the epoch */
+    uint64_t batch, batches; /* within the epoch */
+    uint64_t tasks_done;     /* this run */
+    double loss;             /* running mean outer loss of the epoch */
     double tasks_per_s;
     double seconds;
     double eta_seconds;
-    int epoch_end;             /* 1 at the end of an epoch: val_* are set */
+    int epoch_end; /* 1 at the end of an epoch: val_* are set */
     double val_auc, val_loss;
-    int improved;              /* the epoch's val AUC is the best so far */
+    int improved; /* the epoch's val AUC is the best so far */
 } lm_train_progress;
 
 typedef struct lm_train_opts {
-    int algo;                  /* LM_TRAIN_... */
-    const char *meta_block;    /* "mlp:32,16" (hidden sizes, the last is E) or "id:16" */
-    const char *global_block;  /* "mlp:64,32" */
-    uint32_t inner_steps;      /* n */
-    double task_lr;            /* alpha, inner (and adaptation) learning rate */
+    int algo;                 /* LM_TRAIN_... */
+    const char *meta_block;   /* "mlp:32,16" (hidden sizes, the last is E) or "id:16" */
+    const char *global_block; /* "mlp:64,32" */
+    uint32_t inner_steps;     /* n */
+    double task_lr;           /* alpha, inner (and adaptation) learning rate */
     int first_order;
-    double support_weight;     /* w: outer objective L_q + w L_s (0: the paper's) */
+    double support_weight; /* w: outer objective L_q + w L_s (0: the paper's) */
     uint32_t tasks_per_batch;
     uint32_t epochs;
-    double lr;                 /* outer Adam rate */
-    int lr_scale_with_batch;   /* lr *= tasks_per_batch / 32 (linear scaling rule) */
-    double clip;               /* global gradient-norm clipping; 0: off */
-    uint64_t warmup;           /* warm-up steps (outer updates) */
-    int decay;                 /* LM_DECAY_NONE, _LINEAR, _COSINE (see the CLI) */
+    double lr;               /* outer Adam rate */
+    int lr_scale_with_batch; /* lr *= tasks_per_batch / 32 (linear scaling rule) */
+    double clip;             /* global gradient-norm clipping; 0: off */
+    uint64_t warmup;         /* warm-up steps (outer updates) */
+    int decay;               /* LM_DECAY_NONE, _LINEAR, _COSINE (see the CLI) */
     double dropout;
     uint64_t seed;
-    int threads;               /* 0: all cores */
-    uint32_t patience;         /* early stopping: epochs without a better val AUC; 0: off */
-    uint32_t val_adapt_steps;  /* adaptation steps before scoring validation (default: n) */
-    double id_default_frac;    /* id meta block: fraction of tasks trained through the
+    int threads;                /* 0: all cores */
+    uint32_t patience;          /* early stopping: epochs without a better val AUC; 0: off */
+    uint32_t val_adapt_steps;   /* adaptation steps before scoring validation (default: n) */
+    double id_default_frac;     /* id meta block: fraction of tasks trained through the
                                 * shared default row (what unseen tasks get) */
-    const char *log_path;      /* per-epoch JSON lines, or NULL */
-    const char *checkpoint;    /* checkpoint file, written at each epoch end, or NULL */
-    int resume;                /* continue from `checkpoint` */
-    uint32_t stop_after_epochs;/* end this run after so many epochs (the schedule still spans
+    const char *log_path;       /* per-epoch JSON lines, or NULL */
+    const char *checkpoint;     /* checkpoint file, written at each epoch end, or NULL */
+    int resume;                 /* continue from `checkpoint` */
+    uint32_t stop_after_epochs; /* end this run after so many epochs (the schedule still spans
                                 * `epochs`); resume later. 0: run to the end */
-    int engine;                /* LM_ENGINE_AUTO, _FAST or _REFERENCE */
-    int emb_logit;             /* 1: the logit is also shifted by E[0], the meta embedding's
+    int engine;                 /* LM_ENGINE_AUTO, _FAST or _REFERENCE */
+    int emb_logit;              /* 1: the logit is also shifted by E[0], the meta embedding's
                                 * first coordinate (docs/META.md); 0: the paper's network */
     void (*progress)(void *ctx, const lm_train_progress *p);
     void *progress_ctx;
@@ -387,8 +385,7 @@ typedef struct lm_train_report {
 
 /* Train on the warm tasks of `ds`; the model kept is the one of the best validation AUC.
  * Same options, seed and thread count: the same model, bit for bit (also across --resume). */
-int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_train_report *rep,
-             lm_err *err);
+int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_train_report *rep, lm_err *err);
 
 /* ============================================================================================
  * eval: scoring and task adaptation
@@ -406,17 +403,17 @@ enum {
 enum { LM_POOL_LATEST = 0, LM_POOL_MEAN = 1, LM_POOL_MAX = 2, LM_POOL_COS = 3 };
 
 typedef struct lm_eval_opts {
-    uint32_t adapt_steps;   /* k; 0: score the trained model as is */
-    double task_lr;         /* alpha; <= 0: the model's own */
-    int adapt_from;         /* LM_ADAPT_... */
-    uint32_t adapt_cap;     /* at most this many most recent adaptation rows; 0: all */
-    int score_split;        /* LM_SPLIT_TEST (default) or LM_SPLIT_VAL */
-    int warm_only;          /* score warm tasks only */
+    uint32_t adapt_steps; /* k; 0: score the trained model as is */
+    double task_lr;       /* alpha; <= 0: the model's own */
+    int adapt_from;       /* LM_ADAPT_... */
+    uint32_t adapt_cap;   /* at most this many most recent adaptation rows; 0: all */
+    int score_split;      /* LM_SPLIT_TEST (default) or LM_SPLIT_VAL */
+    int warm_only;        /* score warm tasks only */
     int threads;
-    int pool;               /* LiMAML: how the adapted meta block's outputs on the adaptation
+    int pool;             /* LiMAML: how the adapted meta block's outputs on the adaptation
                              * rows become the task's embedding, LM_POOL_... (default LATEST,
                              * as served; appendix A.4); other models: LATEST only */
-    double stale_seconds;   /* > 0: a stale embedding (paper section 5): adapt only on the
+    double stale_seconds; /* > 0: a stale embedding (paper section 5): adapt only on the
                              * adaptation rows with time <= latest - stale_seconds, latest being
                              * the time of the task's latest adaptation row (before adapt_cap,
                              * which then takes the most recent of those kept). A task left
@@ -433,12 +430,12 @@ typedef struct lm_eval_result {
     uint64_t examples_lt25, examples_ge25, examples_warm, examples_new;
     double seconds;
     /* adaptation actually done (adapt_steps > 0), over the scored tasks: */
-    uint64_t tasks_adapted;  /* tasks with at least one adaptation row (the others: unadapted) */
-    uint64_t rows_adapted;   /* adaptation rows used, all tasks */
-    double adapt_lag_mean;   /* mean over adapted tasks of (time of the latest adaptation row
+    uint64_t tasks_adapted; /* tasks with at least one adaptation row (the others: unadapted) */
+    uint64_t rows_adapted;  /* adaptation rows used, all tasks */
+    double adapt_lag_mean;  /* mean over adapted tasks of (time of the latest adaptation row
                               * available - time of the latest one used): the staleness
                               * realised, 0 when fresh */
-    double adapt_age_mean;   /* mean over adapted tasks of (time of the first scored row - time
+    double adapt_age_mean;  /* mean over adapted tasks of (time of the first scored row - time
                               * of the latest adaptation row used): the embedding's age when
                               * it starts being used */
 } lm_eval_result;
@@ -478,22 +475,22 @@ enum {
     LM_STORE_ALLOW_NEW_DIM = 4, /* let a new version have another E than the current one */
 };
 
-#define LM_STORE_VERSION_MAX 64  /* version names: [A-Za-z0-9._-]{1,64} */
+#define LM_STORE_VERSION_MAX 64 /* version names: [A-Za-z0-9._-]{1,64} */
 #define LM_STORE_MODEL_ID_MAX 128
-#define LM_STORE_KEY_MAX 511     /* task keys: 1..511 bytes (LMDB's key limit, for both) */
+#define LM_STORE_KEY_MAX 511 /* task keys: 1..511 bytes (LMDB's key limit, for both) */
 
 /* A version's record. */
 typedef struct lm_store_version {
     char name[LM_STORE_VERSION_MAX + 1];
     char model_id[LM_STORE_MODEL_ID_MAX + 1]; /* the model's identity, e.g. its checksum */
-    uint32_t dim;        /* E */
-    int encoding;        /* LM_STORE_ENC_... */
-    uint64_t count;      /* keys written (all of them once complete) */
-    uint64_t seq;        /* creation order in this store, from 1 */
-    int64_t created;     /* Unix seconds */
-    int64_t published;   /* Unix seconds; 0 until published */
-    int complete;        /* 1 once published */
-    int current;         /* 1 for the version readers see */
+    uint32_t dim;                             /* E */
+    int encoding;                             /* LM_STORE_ENC_... */
+    uint64_t count;                           /* keys written (all of them once complete) */
+    uint64_t seq;                             /* creation order in this store, from 1 */
+    int64_t created;                          /* Unix seconds */
+    int64_t published;                        /* Unix seconds; 0 until published */
+    int complete;                             /* 1 once published */
+    int current;                              /* 1 for the version readers see */
 } lm_store_version;
 
 typedef struct lm_store lm_store;
@@ -527,8 +524,8 @@ const char *lm_store_url(const lm_store *s);
  * LM_STORE_ALLOW_NEW_DIM.
  * @note One writer per store handle at a time; it must end with lm_store_publish or
  * lm_store_abort, which free it. */
-int lm_store_begin_version(lm_store *s, const char *version, uint32_t dim, int encoding,
-                           const char *model_id, lm_store_writer **out, lm_err *err);
+int lm_store_begin_version(lm_store *s, const char *version, uint32_t dim, int encoding, const char *model_id,
+                           lm_store_writer **out, lm_err *err);
 
 /* Add `n` vectors in one transaction: keys[i] (key_lens[i] bytes, 1..LM_STORE_KEY_MAX) gets
  * vectors[i * E .. i * E + E); vectors: (n, E). Pass keys in ascending byte order (memcmp,
@@ -560,17 +557,15 @@ int lm_store_current(lm_store *s, lm_store_version *info, lm_err *err);
 /* Read task `key` from the current version into out: (dim) floats; *found is 0 (out zeroed)
  * when the task has no vector. `dim` is the model's E: a version of another E is LM_EMISMATCH.
  * LM_ENOTFOUND when nothing was published. */
-int lm_store_get(lm_store *s, const char *key, size_t len, float *out, size_t dim, int *found,
-                 lm_err *err);
+int lm_store_get(lm_store *s, const char *key, size_t len, float *out, size_t dim, int *found, lm_err *err);
 /* The same from the complete version `version` (an incomplete one is LM_ENOTFOUND). */
-int lm_store_get_version(lm_store *s, const char *version, const char *key, size_t len,
-                         float *out, size_t dim, int *found, lm_err *err);
+int lm_store_get_version(lm_store *s, const char *version, const char *key, size_t len, float *out,
+                         size_t dim, int *found, lm_err *err);
 /* Read n keys at once from one version, all of them from the same one even while another
  * process publishes: `version` or, when NULL, the current one. out: (n, dim); found: (n) 0/1.
  * `read` (may be NULL) gets the record of the version read. */
-int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys,
-                       const size_t *key_lens, size_t n, float *out, size_t dim,
-                       uint8_t *found, lm_store_version *read, lm_err *err);
+int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys, const size_t *key_lens,
+                       size_t n, float *out, size_t dim, uint8_t *found, lm_store_version *read, lm_err *err);
 
 /* ---- inspecting and cleaning --------------------------------------------------------------- */
 
@@ -584,11 +579,11 @@ int lm_store_gc(lm_store *s, uint32_t keep, size_t *removed, lm_err *err);
 
 typedef struct lm_store_verify_report {
     lm_store_version version;
-    uint64_t keys;         /* keys found */
-    uint64_t bad_size;     /* values of the wrong length */
-    uint64_t bad_value;    /* values that decode to NaN or infinity, or a bad int8 scale */
-    uint64_t bad_key;      /* keys empty or longer than LM_STORE_KEY_MAX */
-    int meta_ok;           /* record valid, count matches, current points to a complete one */
+    uint64_t keys;      /* keys found */
+    uint64_t bad_size;  /* values of the wrong length */
+    uint64_t bad_value; /* values that decode to NaN or infinity, or a bad int8 scale */
+    uint64_t bad_key;   /* keys empty or longer than LM_STORE_KEY_MAX */
+    int meta_ok;        /* record valid, count matches, current points to a complete one */
     char first_problem[512];
 } lm_store_verify_report;
 
@@ -607,19 +602,19 @@ typedef struct lm_embed_progress {
 } lm_embed_progress;
 
 typedef struct lm_embed_opts {
-    const char *version;       /* the version written and published */
-    uint32_t steps;            /* k; UINT32_MAX: the model's inner steps */
-    double task_lr;            /* alpha; <= 0: the model's */
-    int adapt_from;            /* LM_ADAPT_ALL (default): every row; or a part */
-    double window_days;        /* only rows within X days of the dataset's newest; 0: all */
-    int pool;                  /* LM_POOL_... */
-    int encoding;              /* LM_STORE_ENC_... */
-    uint32_t keep;             /* old versions kept after publishing */
-    int threads;               /* 0: all cores */
-    int only_changed;          /* recompute only tasks with a row after changed_since; carry
+    const char *version;  /* the version written and published */
+    uint32_t steps;       /* k; UINT32_MAX: the model's inner steps */
+    double task_lr;       /* alpha; <= 0: the model's */
+    int adapt_from;       /* LM_ADAPT_ALL (default): every row; or a part */
+    double window_days;   /* only rows within X days of the dataset's newest; 0: all */
+    int pool;             /* LM_POOL_... */
+    int encoding;         /* LM_STORE_ENC_... */
+    uint32_t keep;        /* old versions kept after publishing */
+    int threads;          /* 0: all cores */
+    int only_changed;     /* recompute only tasks with a row after changed_since; carry
                                 * the others over from the current version */
-    double changed_since;      /* Unix seconds (the dataset's time unit) */
-    size_t chunk;              /* tasks per store batch (default 16384); tasks are taken in
+    double changed_since; /* Unix seconds (the dataset's time unit) */
+    size_t chunk;         /* tasks per store batch (default 16384); tasks are taken in
                                 * key order, 64 chunks at a time (16 bytes per task of such a
                                 * partition), so the store appends */
     void (*progress)(void *ctx, const lm_embed_progress *p);
@@ -629,19 +624,19 @@ typedef struct lm_embed_opts {
 void lm_embed_opts_default(lm_embed_opts *o);
 
 typedef struct lm_embed_report {
-    uint64_t tasks;            /* tasks of the dataset */
-    uint64_t written;          /* embeddings written */
-    uint64_t computed;         /* of which computed now */
-    uint64_t carried;          /* of which carried over from the previous version */
-    uint64_t empty;            /* tasks with no rows in the window (left out) */
+    uint64_t tasks;    /* tasks of the dataset */
+    uint64_t written;  /* embeddings written */
+    uint64_t computed; /* of which computed now */
+    uint64_t carried;  /* of which carried over from the previous version */
+    uint64_t empty;    /* tasks with no rows in the window (left out) */
     double seconds, tasks_per_s;
 } lm_embed_report;
 
 /* Compute every task's meta embedding and publish them as one new version of the store; on
  * any error the version is dropped and the current one keeps serving. Memory: one chunk of
  * tasks at a time, whatever the number of tasks. */
-int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o, lm_embed_report *rep,
-             lm_err *err);
+int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o,
+             lm_embed_report *rep, lm_err *err);
 
 #ifdef __cplusplus
 }

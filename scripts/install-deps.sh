@@ -5,7 +5,7 @@ set -euo pipefail
 
 want=${1:-build}
 build_pkgs=(build-essential cmake pkg-config libxxhash-dev libcjson-dev liblmdb-dev libhiredis-dev libmicrohttpd-dev libcurl4-openssl-dev libopenblas-dev)
-test_pkgs=(python3-torch python3-venv redis-server redis-tools wrk)
+test_pkgs=(python3-torch python3-venv redis-server redis-tools wrk clang-format)
 case "$want" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test|all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;

@@ -15,8 +15,7 @@ int cli_usage_error(const cli_cmd *cmd, const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nusage: %s\nTry 'limaml %s --help' for the options.\n", cmd->usage,
-            cmd->name);
+    fprintf(stderr, "\nusage: %s\nTry 'limaml %s --help' for the options.\n", cmd->usage, cmd->name);
     return 2;
 }
 
@@ -47,8 +46,7 @@ void cli_print_help(const cli_cmd *cmd, const cli_opt *opts, FILE *f)
         if (o->kind == CLI_FLAG)
             snprintf(left, sizeof left, "--%s", o->name);
         else
-            snprintf(left, sizeof left, "--%s %s", o->name,
-                     o->metavar ? o->metavar : kind_metavar(o->kind));
+            snprintf(left, sizeof left, "--%s %s", o->name, o->metavar ? o->metavar : kind_metavar(o->kind));
         fprintf(f, "  %-28s %s", left, o->help);
         if (o->required)
             fprintf(f, " (required)");
@@ -87,9 +85,12 @@ static int parse_size(const char *s, size_t *out)
     double v = strtod(s, &end);
     if (!*s || errno || v < 0 || v != v) return -1;
     double mul = 1;
-    if (*end == 'K' || *end == 'k') mul = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1024.0 * 1024 * 1024, end++;
     if (*end == 'i') end++;
     if (*end == 'B') end++;
     if (*end) return -1;
@@ -137,10 +138,14 @@ int cli_parse(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list
     int nopts = 0;
     for (cli_opt *o = opts; o && o->name; o++, nopts++) {
         if (nopts >= 128) return cli_usage_error(cmd, "internal: too many options");
-        if (o->kind == CLI_FLAG) *(int *)o->dst = 0;
-        else if (o->kind == CLI_LIST) *(cli_list *)o->dst = (cli_list){0};
-        else if (o->def && !default_is_text(o) && set_value(cmd, o, o->def)) return 2;
-        else if (!o->def && o->kind == CLI_STR) *(const char **)o->dst = NULL;
+        if (o->kind == CLI_FLAG)
+            *(int *)o->dst = 0;
+        else if (o->kind == CLI_LIST)
+            *(cli_list *)o->dst = (cli_list){0};
+        else if (o->def && !default_is_text(o) && set_value(cmd, o, o->def))
+            return 2;
+        else if (!o->def && o->kind == CLI_STR)
+            *(const char **)o->dst = NULL;
     }
     if (pos) *pos = (cli_list){0};
     for (int i = 0; i < argc; i++) {

@@ -9,12 +9,12 @@
 
 /* Option kinds. */
 enum {
-    CLI_STR,   /* const char *: one value */
-    CLI_U64,   /* uint64_t */
-    CLI_F64,   /* double */
-    CLI_FLAG,  /* int set to 1, takes no value */
-    CLI_LIST,  /* cli_list: one or more values, up to the next option */
-    CLI_SIZE,  /* size_t in bytes, with an optional K, M or G suffix */
+    CLI_STR,  /* const char *: one value */
+    CLI_U64,  /* uint64_t */
+    CLI_F64,  /* double */
+    CLI_FLAG, /* int set to 1, takes no value */
+    CLI_LIST, /* cli_list: one or more values, up to the next option */
+    CLI_SIZE, /* size_t in bytes, with an optional K, M or G suffix */
 };
 
 typedef struct cli_list {
@@ -35,10 +35,10 @@ typedef struct cli_opt {
 } cli_opt;
 
 typedef struct cli_cmd {
-    const char *name;      /* "prepare" */
-    const char *usage;     /* "limaml prepare --schema S --in FILE... --out DIR [options]" */
-    const char *summary;   /* one line for limaml --help */
-    const char *details;   /* paragraphs printed after the usage, or NULL */
+    const char *name;    /* "prepare" */
+    const char *usage;   /* "limaml prepare --schema S --in FILE... --out DIR [options]" */
+    const char *summary; /* one line for limaml --help */
+    const char *details; /* paragraphs printed after the usage, or NULL */
 } cli_cmd;
 
 /* Parse argv[0..argc) (argv[0] is the first word after the subcommand's name) into the

@@ -26,8 +26,8 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Run prepare in a child process; returns seconds and its peak RSS. */
-static int run_prepare_child(const char *log, const char *schema_path, const char *out, size_t mem, double *secs,
-                             size_t *rss, uint64_t *rows)
+static int run_prepare_child(const char *log, const char *schema_path, const char *out, size_t mem,
+                             double *secs, size_t *rss, uint64_t *rows)
 {
     int pipefd[2];
     if (pipe(pipefd) != 0) return -1;
@@ -138,9 +138,9 @@ static int bench_prepare(int argc, char **argv)
 
 int cmd_bench(int argc, char **argv)
 {
-    static const cli_cmd cmd = {
-        "bench", "limaml bench prepare|train|serve|embed [options]",
-        "Measure throughput. `limaml bench WHAT --help` lists a benchmark's options.", NULL};
+    static const cli_cmd cmd = {"bench", "limaml bench prepare|train|serve|embed [options]",
+                                "Measure throughput. `limaml bench WHAT --help` lists a benchmark's options.",
+                                NULL};
     if (argc < 1) return cli_usage_error(&cmd, "which benchmark? (prepare, train, serve, embed)");
     if (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
         cli_print_help(&cmd, (cli_opt[]){{0}}, stdout);

@@ -27,7 +27,8 @@
 
 static const cli_cmd cmd = {
     "bench embed",
-    "limaml bench embed [--tasks N] [--steps 1,5] [--backends lmdb,redis] [--runs R] [--big-tasks N] [options]",
+    "limaml bench embed [--tasks N] [--steps 1,5] [--backends lmdb,redis] [--runs R] [--big-tasks N] "
+    "[options]",
     "Meta-embedding generation (Algorithm 2b, `limaml embed`) on synthetic tasks: tasks per second\n"
     "for each k and store (median of R runs), the store's bytes per task and the embedding\n"
     "process's peak memory; the same algorithm vectorized in PyTorch on the same tasks and model\n"
@@ -96,7 +97,8 @@ static int ensure_dataset(const char *dir, uint64_t tasks, char *out, size_t out
     lm_prepare_summary sum;
     const char *in[1] = {log};
     double t0 = lm_now();
-    fprintf(stderr, "bench embed: writing %s (limaml synth --tasks %llu)...\n", log, (unsigned long long)tasks);
+    fprintf(stderr, "bench embed: writing %s (limaml synth --tasks %llu)...\n", log,
+            (unsigned long long)tasks);
     int rc = lm_synth(log, &so, &ss, err);
     double t1 = lm_now();
     if (!rc) fprintf(stderr, "bench embed: %.1f s; preparing %s...\n", t1 - t0, out);
@@ -106,7 +108,8 @@ static int ensure_dataset(const char *dir, uint64_t tasks, char *out, size_t out
     unlink(log);
     unlink(sp);
     if (!rc) {
-        fprintf(stderr, "bench embed: prepared %llu rows in %.1f s\n", (unsigned long long)sum.rows_read, lm_now() - t1);
+        fprintf(stderr, "bench embed: prepared %llu rows in %.1f s\n", (unsigned long long)sum.rows_read,
+                lm_now() - t1);
         FILE *f = fopen(probe, "w");
         if (f) fclose(f);
     }
@@ -149,7 +152,7 @@ typedef struct embed_result {
     double cpu;                  /* the process's user + system CPU seconds: on a shared machine
                                   * the wall time says how many cores it got, this what it needed */
     uint64_t written;
-    double peak_rss, peak_anon;  /* bytes */
+    double peak_rss, peak_anon; /* bytes */
 } embed_result;
 
 /* Resident and file-backed pages of a process (statm: size resident shared ...), in bytes. */
@@ -167,14 +170,16 @@ static int read_statm(pid_t pid, double *resident, double *shared)
     return 0;
 }
 
-static int run_embed(const char *model, const char *data, const char *url, uint64_t k, int threads, embed_result *r)
+static int run_embed(const char *model, const char *data, const char *url, uint64_t k, int threads,
+                     embed_result *r)
 {
     memset(r, 0, sizeof *r);
     char ks[32], ts[32];
     snprintf(ks, sizeof ks, "%llu", (unsigned long long)k);
     snprintf(ts, sizeof ts, "%d", threads);
-    char *argv[] = {"limaml", "embed", "--model", (char *)model, "--data", (char *)data, "--store", (char *)url,
-                    "--version", "bench", "--steps", ks, "--threads", ts, "--quiet", NULL};
+    char *argv[] = {"limaml",    "embed",     "--model",   (char *)model, "--data",  (char *)data,
+                    "--store",   (char *)url, "--version", "bench",       "--steps", ks,
+                    "--threads", ts,          "--quiet",   NULL};
     int pipefd[2];
     if (pipe(pipefd) != 0) return -1;
     fflush(NULL);
@@ -215,7 +220,8 @@ static int run_embed(const char *model, const char *data, const char *url, uint6
     unsigned long long w = 0;
     if (!e || !in) return -1;
     while (e > out && e[-1] >= '0' && e[-1] <= '9') e--;
-    if (sscanf(e, "%llu", &w) != 1 || sscanf(in, ") in %lf s, %lf tasks/s", &r->seconds, &r->tasks_per_s) != 2)
+    if (sscanf(e, "%llu", &w) != 1 ||
+        sscanf(in, ") in %lf s, %lf tasks/s", &r->seconds, &r->tasks_per_s) != 2)
         return -1;
     r->written = w;
     return 0;
@@ -246,7 +252,8 @@ static int shell_line(const char *cmdline, char *line, size_t len)
 static double redis_used_memory(int port)
 {
     char c[256], line[256];
-    snprintf(c, sizeof c, "redis-cli -h 127.0.0.1 -p %d info memory | grep '^used_memory:' | cut -d: -f2", port);
+    snprintf(c, sizeof c, "redis-cli -h 127.0.0.1 -p %d info memory | grep '^used_memory:' | cut -d: -f2",
+             port);
     if (shell_line(c, line, sizeof line) != 0 || !line[0]) return NAN;
     return atof(line);
 }
@@ -262,17 +269,19 @@ static int redis_flush(int port)
  * PyTorch: the first T tasks' rows and our embeddings of the first S, then the script
  * ========================================================================================== */
 
-static int write_torch_input(const char *path, const lm_model *m, const lm_dataset *ds, uint64_t T, uint64_t S,
-                             const uint64_t *ks, int nk, lm_err *err)
+static int write_torch_input(const char *path, const lm_model *m, const lm_dataset *ds, uint64_t T,
+                             uint64_t S, const uint64_t *ks, int nk, lm_err *err)
 {
-    size_t nm = lm_dataset_nmeta(ds), nd = lm_dataset_ndense(ds), nc = lm_dataset_ncat(ds), E = lm_model_emb_dim(m);
+    size_t nm = lm_dataset_nmeta(ds), nd = lm_dataset_ndense(ds), nc = lm_dataset_ncat(ds),
+           E = lm_model_emb_dim(m);
     uint64_t R = 0;
     for (uint64_t t = 0; t < T; t++) R += lm_dataset_task(ds, t)->n;
     float *meta = malloc((R * nm + 1) * sizeof(float)), *dense = malloc((R * nd + 1) * sizeof(float));
     float *label = malloc((R + 1) * sizeof(float)), *ours = malloc((nk * S * E + 1) * sizeof(float));
     int64_t *cat = malloc((R * nc + 1) * sizeof(int64_t));
     int64_t *off = malloc((T + 1) * sizeof(int64_t));
-    int rc = !meta || !dense || !label || !ours || !cat || !off ? lm_err_set(err, LM_ENOMEM, "out of memory") : LM_OK;
+    int rc = !meta || !dense || !label || !ours || !cat || !off ? lm_err_set(err, LM_ENOMEM, "out of memory")
+                                                                : LM_OK;
     uint64_t j = 0;
     for (uint64_t t = 0; !rc && t < T; t++) {
         const lm_task *k = lm_dataset_task(ds, t);
@@ -288,12 +297,20 @@ static int write_torch_input(const char *path, const lm_model *m, const lm_datas
     if (!rc) off[T] = (int64_t)j;
     for (int q = 0; !rc && q < nk; q++)
         for (uint64_t t = 0; !rc && t < S; t++)
-            rc = lm_adapt_task(m, ds, t, (uint32_t)ks[q], -1, LM_ADAPT_ALL, LM_POOL_LATEST, ours + (q * S + t) * E, err);
+            rc = lm_adapt_task(m, ds, t, (uint32_t)ks[q], -1, LM_ADAPT_ALL, LM_POOL_LATEST,
+                               ours + (q * S + t) * E, err);
     lm_st_tensor tt[5 + 8];
     size_t n = 0;
-    const struct { const char *name; int dt; uint64_t d0, d1; const void *p; } spec[5] = {
-        {"meta", LM_DT_F32, R, nm, meta}, {"dense", LM_DT_F32, R, nd, dense}, {"cat", LM_DT_I64, R, nc, cat},
-        {"label", LM_DT_F32, R, 0, label}, {"offsets", LM_DT_I64, T + 1, 0, off}};
+    const struct {
+        const char *name;
+        int dt;
+        uint64_t d0, d1;
+        const void *p;
+    } spec[5] = {{"meta", LM_DT_F32, R, nm, meta},
+                 {"dense", LM_DT_F32, R, nd, dense},
+                 {"cat", LM_DT_I64, R, nc, cat},
+                 {"label", LM_DT_F32, R, 0, label},
+                 {"offsets", LM_DT_I64, T + 1, 0, off}};
     for (int s = 0; !rc && s < 5 + nk; s++) {
         lm_st_tensor *x = &tt[n++];
         memset(x, 0, sizeof *x);
@@ -329,10 +346,11 @@ static int run_torch(const char *python, const char *model, const char *input, u
                      uint64_t repeats, torch_result *r)
 {
     char c[16384];
-    snprintf(c, sizeof c,
-             "OMP_WAIT_POLICY=passive '%s' '%s/tools/torch_embed_bench.py' '%s' '%s' --steps %llu --threads %d "
-             "--repeats %llu",
-             python, LM_SOURCE_DIR, model, input, (unsigned long long)k, threads, (unsigned long long)repeats);
+    snprintf(
+        c, sizeof c,
+        "OMP_WAIT_POLICY=passive '%s' '%s/tools/torch_embed_bench.py' '%s' '%s' --steps %llu --threads %d "
+        "--repeats %llu",
+        python, LM_SOURCE_DIR, model, input, (unsigned long long)k, threads, (unsigned long long)repeats);
     fflush(NULL);
     FILE *p = popen(c, "r");
     if (!p) return -1;
@@ -373,14 +391,15 @@ static int run_torch(const char *python, const char *model, const char *input, u
 typedef struct bench {
     const char *dir;
     char redis_dir[4200];
-    int redis_port;  /* 0: not started */
+    int redis_port; /* 0: not started */
 } bench;
 
 static void stop_redis(bench *b)
 {
     if (!b->redis_port) return;
     char c[8800], line[256];
-    snprintf(c, sizeof c, "bash '%s/scripts/redis-test-server.sh' stop '%s' 2>&1", LM_SOURCE_DIR, b->redis_dir);
+    snprintf(c, sizeof c, "bash '%s/scripts/redis-test-server.sh' stop '%s' 2>&1", LM_SOURCE_DIR,
+             b->redis_dir);
     shell_line(c, line, sizeof line);
     b->redis_port = 0;
 }
@@ -394,12 +413,14 @@ static int start_redis(bench *b)
              b->redis_dir);
     int st = shell_line(c, line, sizeof line);
     if (st == 3) {
-        printf("redis: redis-server is not installed: the Redis rows are skipped (scripts/install-deps.sh test "
-               "installs it)\n");
+        printf(
+            "redis: redis-server is not installed: the Redis rows are skipped (scripts/install-deps.sh test "
+            "installs it)\n");
         return 1;
     }
     if (st != 0 || atoi(line) <= 0) {
-        fprintf(stderr, "limaml bench embed: redis-server would not start (see %s/redis.log)\n", b->redis_dir);
+        fprintf(stderr, "limaml bench embed: redis-server would not start (see %s/redis.log)\n",
+                b->redis_dir);
         return -1;
     }
     b->redis_port = atoi(line);
@@ -419,8 +440,10 @@ static int bench_run(bench *b, const char *model, const char *data, int redis, u
     char url[4400], path[4200], db[4300];
     snprintf(path, sizeof path, "%s/store-lmdb", b->dir);
     snprintf(db, sizeof db, "%s/data.mdb", path);
-    if (redis) snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", b->redis_port);
-    else snprintf(url, sizeof url, "lmdb://%s", path);
+    if (redis)
+        snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", b->redis_port);
+    else
+        snprintf(url, sizeof url, "lmdb://%s", path);
     double before = 0;
     if (redis) {
         if (redis_flush(b->redis_port) != 0) return -1;
@@ -429,17 +452,20 @@ static int bench_run(bench *b, const char *model, const char *data, int redis, u
         lm_rmtree(path);
     }
     if (run_embed(model, data, url, k, threads, e) != 0) {
-        fprintf(stderr, "limaml bench embed: `limaml embed --store %s --steps %llu` failed\n", url, (unsigned long long)k);
+        fprintf(stderr, "limaml bench embed: `limaml embed --store %s --steps %llu` failed\n", url,
+                (unsigned long long)k);
         return -1;
     }
     if (e->written != ntasks) {
-        fprintf(stderr, "limaml bench embed: embed wrote %llu embeddings, expected %llu\n", (unsigned long long)e->written,
-                (unsigned long long)ntasks);
+        fprintf(stderr, "limaml bench embed: embed wrote %llu embeddings, expected %llu\n",
+                (unsigned long long)e->written, (unsigned long long)ntasks);
         return -1;
     }
     *bytes_per_task = (redis ? redis_used_memory(b->redis_port) - before : file_size(db)) / (double)ntasks;
-    if (redis) redis_flush(b->redis_port);
-    else lm_rmtree(path);
+    if (redis)
+        redis_flush(b->redis_port);
+    else
+        lm_rmtree(path);
     return 0;
 }
 
@@ -467,7 +493,8 @@ int bench_embed(int argc, char **argv)
         {"runs", CLI_U64, &runs, "R", "3", 0, "runs per setting, each its own process (median reported)"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads of both sides (0: all cores)"},
         {"big-tasks", CLI_U64, &big, "N", "10000000", 0, "tasks of the end-to-end LMDB run (0: skip it)"},
-        {"torch-tasks", CLI_U64, &torch_tasks, "N", "200000", 0, "tasks the PyTorch side embeds per run (0: all)"},
+        {"torch-tasks", CLI_U64, &torch_tasks, "N", "200000", 0,
+         "tasks the PyTorch side embeds per run (0: all)"},
         {"sample", CLI_U64, &sample, "N", "2000", 0, "tasks whose PyTorch embeddings are compared with ours"},
         {"model", CLI_STR, &model_arg, "M", "an initialised one", 0, "model file (default net, untrained)"},
         {"dir", CLI_STR, &dir, "DIR", "bench-data", 0, "folder for datasets, model, stores, torch input"},
@@ -479,20 +506,27 @@ int bench_embed(int argc, char **argv)
     if (pr) return pr == 1 ? 0 : 2;
     uint64_t ks[MAX_K];
     int nk = parse_u64_list(klist, ks, MAX_K);
-    if (nk < 1) return cli_usage_error(&cmd, "--steps: '%s' is not a list of integers (at most %d)", klist, MAX_K);
+    if (nk < 1)
+        return cli_usage_error(&cmd, "--steps: '%s' is not a list of integers (at most %d)", klist, MAX_K);
     for (int i = 0; i < nk; i++)
-        if (ks[i] > 1000) return cli_usage_error(&cmd, "--steps: k must be at most 1000, not %llu", (unsigned long long)ks[i]);
+        if (ks[i] > 1000)
+            return cli_usage_error(&cmd, "--steps: k must be at most 1000, not %llu",
+                                   (unsigned long long)ks[i]);
     int use_lmdb = 0, use_redis = 0;
     for (const char *s = blist; *s;) {
         size_t l = strcspn(s, ",");
-        if (l == 4 && !strncmp(s, "lmdb", 4)) use_lmdb = 1;
-        else if (l == 5 && !strncmp(s, "redis", 5)) use_redis = 1;
-        else return cli_usage_error(&cmd, "--backends: '%.*s' is not lmdb or redis", (int)l, s);
+        if (l == 4 && !strncmp(s, "lmdb", 4))
+            use_lmdb = 1;
+        else if (l == 5 && !strncmp(s, "redis", 5))
+            use_redis = 1;
+        else
+            return cli_usage_error(&cmd, "--backends: '%.*s' is not lmdb or redis", (int)l, s);
         s += l + (s[l] == ',');
     }
     if (!use_lmdb && !use_redis) return cli_usage_error(&cmd, "--backends: give lmdb, redis or both");
     if (tasks < 100 || tasks > 100000000) return cli_usage_error(&cmd, "--tasks must be in [100, 100000000]");
-    if (big && (big < 100 || big > 100000000)) return cli_usage_error(&cmd, "--big-tasks must be 0 or in [100, 100000000]");
+    if (big && (big < 100 || big > 100000000))
+        return cli_usage_error(&cmd, "--big-tasks must be 0 or in [100, 100000000]");
     if (runs < 1 || runs > MAX_RUNS) return cli_usage_error(&cmd, "--runs must be in [1, %d]", MAX_RUNS);
     if (threads > 1024) return cli_usage_error(&cmd, "--threads must be at most 1024");
     if (!strcmp(model_arg, "an initialised one")) model_arg = NULL;
@@ -530,11 +564,13 @@ int bench_embed(int argc, char **argv)
         return cli_fail(&err);
     }
     uint64_t nt = lm_dataset_ntasks(ds);
-    printf("bench embed: %llu tasks (%.1f rows per task) of `limaml synth --tasks %llu`, %s, %d threads, median of "
+    printf("bench embed: %llu tasks (%.1f rows per task) of `limaml synth --tasks %llu`, %s, %d threads, "
+           "median of "
            "%llu runs\n",
            (unsigned long long)nt, (double)lm_dataset_nrows(ds) / (double)nt, (unsigned long long)tasks,
-           model_arg ? model : "default net (meta mlp:32,16, global mlp:64,32) initialised as `limaml train` "
-                               "starts (seed 1), untrained",
+           model_arg ? model
+                     : "default net (meta mlp:32,16, global mlp:64,32) initialised as `limaml train` "
+                       "starts (seed 1), untrained",
            nthreads, (unsigned long long)runs);
     if (use_redis) {
         int s = start_redis(&b);
@@ -549,13 +585,14 @@ int bench_embed(int argc, char **argv)
         snprintf(in, sizeof in, "%s/torch-embed-%llu.safetensors", dir, (unsigned long long)T);
         if (write_torch_input(in, m, ds, T, S, ks, nk, &err)) rc = cli_fail(&err);
     }
-    printf("%-3s %-6s %12s %9s %8s %11s %14s %14s  %s\n", "k", "store", "tasks/s", "seconds", "cpu s", "bytes/task",
-           "peak RSS MiB", "peak anon MiB", "runs (tasks/s)");
+    printf("%-3s %-6s %12s %9s %8s %11s %14s %14s  %s\n", "k", "store", "tasks/s", "seconds", "cpu s",
+           "bytes/task", "peak RSS MiB", "peak anon MiB", "runs (tasks/s)");
     double lmdb_tps[MAX_K], torch_tps[MAX_K], anon_1 = NAN;
     char torch_all[MAX_K][1024];
     torch_result tr[MAX_K];
     for (int i = 0; i < nk && !rc; i++) {
-        double tps[3][MAX_RUNS], secs[2][MAX_RUNS], cpu[2][MAX_RUNS], bpt[2][MAX_RUNS], rss[2] = {0, 0}, anon[2] = {0, 0};
+        double tps[3][MAX_RUNS], secs[2][MAX_RUNS], cpu[2][MAX_RUNS], bpt[2][MAX_RUNS], rss[2] = {0, 0},
+                                                                                        anon[2] = {0, 0};
         for (uint64_t r = 0; r < runs && !rc; r++) {
             for (int be = 0; be < 2 && !rc; be++) {
                 if (!(be ? use_redis : use_lmdb)) continue;
@@ -569,7 +606,8 @@ int bench_embed(int argc, char **argv)
             }
             if (!rc && !no_torch) {
                 if (run_torch(python, model, in, ks[i], nthreads, 1, &tr[i]) != 0) {
-                    fprintf(stderr, "limaml bench embed: the PyTorch side failed (%s tools/torch_embed_bench.py)\n",
+                    fprintf(stderr,
+                            "limaml bench embed: the PyTorch side failed (%s tools/torch_embed_bench.py)\n",
                             python);
                     rc = 1;
                 }
@@ -586,23 +624,26 @@ int bench_embed(int argc, char **argv)
             if (!be) lmdb_tps[i] = t;
             if (!be && i == 0) anon_1 = anon[be];
             printf("%-3llu %-6s %12.0f %9.2f %8.2f %11.1f %14.1f %14.1f  %s\n", (unsigned long long)ks[i],
-                   be ? "redis" : "lmdb", t, secs[be][runs / 2], cpu[be][runs / 2], bpt[be][runs / 2], rss[be] / 1048576.0,
-                   anon[be] / 1048576.0, all);
+                   be ? "redis" : "lmdb", t, secs[be][runs / 2], cpu[be][runs / 2], bpt[be][runs / 2],
+                   rss[be] / 1048576.0, anon[be] / 1048576.0, all);
         }
         if (!rc && !no_torch) torch_tps[i] = median_runs(tps[2], runs, torch_all[i], sizeof torch_all[i]);
         fflush(stdout);
     }
     stop_redis(&b);
     if (!rc && !no_torch) {
-        printf("PyTorch (%s, tools/torch_embed_bench.py): first %llu tasks, rows in memory to embeddings, no store; "
+        printf("PyTorch (%s, tools/torch_embed_bench.py): first %llu tasks, rows in memory to embeddings, no "
+               "store; "
                "%d threads, BLAS threads 1, torch on %s; each run beside ours\n",
                python, (unsigned long long)T, nthreads, tr[0].openblas ? "OpenBLAS" : "not OpenBLAS");
-        printf("%-3s %12s %12s %8s %14s %14s %12s  %s\n", "k", "torch t/s", "ours t/s", "ratio", "max abs diff",
-               "median diff", "tasks>1e-4", "(of those, ours nearer to float64); runs (tasks/s)");
+        printf("%-3s %12s %12s %8s %14s %14s %12s  %s\n", "k", "torch t/s", "ours t/s", "ratio",
+               "max abs diff", "median diff", "tasks>1e-4",
+               "(of those, ours nearer to float64); runs (tasks/s)");
         for (int i = 0; i < nk; i++)
-            printf("%-3llu %12.0f %12.0f %7.2fx %14.2e %14.2e %6ld/%-5ld (%ld); %s\n", (unsigned long long)ks[i],
-                   torch_tps[i], lmdb_tps[i], lmdb_tps[i] / torch_tps[i], tr[i].max_abs_diff, tr[i].median_abs_diff,
-                   tr[i].over_1e4, tr[i].compared, tr[i].ours_closer, torch_all[i]);
+            printf("%-3llu %12.0f %12.0f %7.2fx %14.2e %14.2e %6ld/%-5ld (%ld); %s\n",
+                   (unsigned long long)ks[i], torch_tps[i], lmdb_tps[i], lmdb_tps[i] / torch_tps[i],
+                   tr[i].max_abs_diff, tr[i].median_abs_diff, tr[i].over_1e4, tr[i].compared,
+                   tr[i].ours_closer, torch_all[i]);
     }
     if (in[0]) unlink(in);
     lm_dataset_close(ds);
@@ -633,13 +674,17 @@ int bench_embed(int argc, char **argv)
             fprintf(stderr, "limaml bench embed: the %llu-task run failed\n", (unsigned long long)bn);
             rc = 1;
         } else {
-            printf("end to end: %llu tasks into LMDB, k = %llu: `limaml embed` %.1f s wall (%.1f s begin to publish, "
-                   "%.0f tasks/s; %.1f CPU s), peak RSS %.1f MiB (with the dataset's and the store's maps), peak anonymous %.1f MiB "
+            printf("end to end: %llu tasks into LMDB, k = %llu: `limaml embed` %.1f s wall (%.1f s begin to "
+                   "publish, "
+                   "%.0f tasks/s; %.1f CPU s), peak RSS %.1f MiB (with the dataset's and the store's maps), "
+                   "peak anonymous %.1f MiB "
                    "(%.1f MiB at %llu tasks), store %.1f bytes/task%s\n",
                    (unsigned long long)bn, (unsigned long long)ks[0], e.wall, e.seconds, e.tasks_per_s, e.cpu,
-                   e.peak_rss / 1048576.0, e.peak_anon / 1048576.0, anon_1 / 1048576.0, (unsigned long long)nt,
-                   file_size(db) / (double)bn, prep > 1 ? "" : " (dataset reused)");
-            if (prep > 1) printf("  (synth + prepare of the %llu tasks took %.0f s, once)\n", (unsigned long long)bn, prep);
+                   e.peak_rss / 1048576.0, e.peak_anon / 1048576.0, anon_1 / 1048576.0,
+                   (unsigned long long)nt, file_size(db) / (double)bn, prep > 1 ? "" : " (dataset reused)");
+            if (prep > 1)
+                printf("  (synth + prepare of the %llu tasks took %.0f s, once)\n", (unsigned long long)bn,
+                       prep);
         }
         lm_rmtree(path);
     }

@@ -74,7 +74,7 @@ typedef struct bdata {
     lm_dataset *ds;
     lm_net net;
     float *theta_m, *theta_g;
-    uint64_t *warm;   /* warm tasks with support and query rows */
+    uint64_t *warm; /* warm tasks with support and query rows */
     uint64_t nwarm;
 } bdata;
 
@@ -114,10 +114,17 @@ static int write_torch_input(const char *path, const bdata *d, const lm_rows_f32
         }
         fp = label + R;
         cp = off + ntasks + 1;
-        const struct { const char *suffix; int dt; uint64_t d0, d1; int nd; const void *p; } spec[5] = {
-            {"meta", LM_DT_F32, R, nm, 2, meta}, {"dense", LM_DT_F32, R, nd, 2, dense},
-            {"cat", LM_DT_I64, R, nc, 2, cat},   {"label", LM_DT_F32, R, 0, 1, label},
-            {"offsets", LM_DT_I64, ntasks + 1, 0, 1, off}};
+        const struct {
+            const char *suffix;
+            int dt;
+            uint64_t d0, d1;
+            int nd;
+            const void *p;
+        } spec[5] = {{"meta", LM_DT_F32, R, nm, 2, meta},
+                     {"dense", LM_DT_F32, R, nd, 2, dense},
+                     {"cat", LM_DT_I64, R, nc, 2, cat},
+                     {"label", LM_DT_F32, R, 0, 1, label},
+                     {"offsets", LM_DT_I64, ntasks + 1, 0, 1, off}};
         for (int s = 0; s < 5; s++) {
             lm_st_tensor *x = &t[nt++];
             memset(x, 0, sizeof *x);
@@ -127,7 +134,8 @@ static int write_torch_input(const char *path, const bdata *d, const lm_rows_f32
             x->shape[0] = spec[s].d0;
             x->shape[1] = spec[s].d1;
             x->data = spec[s].p;
-            x->nbytes = (size_t)(spec[s].nd == 1 ? spec[s].d0 : spec[s].d0 * spec[s].d1) * lm_dt_size(spec[s].dt);
+            x->nbytes =
+                (size_t)(spec[s].nd == 1 ? spec[s].d0 : spec[s].d0 * spec[s].d1) * lm_dt_size(spec[s].dt);
         }
     }
     size_t nbatch = ntasks / T;
@@ -146,7 +154,8 @@ static int write_torch_input(const char *path, const bdata *d, const lm_rows_f32
         x->data = bufs[i];
         x->nbytes = lens[i] * lm_dt_size(x->dtype);
     }
-    char nmeta[32], ndense[32], buckets[256] = "", dims[256] = "", mh[128] = "", gh[128] = "", E[32], steps[32], Ts[32];
+    char nmeta[32], ndense[32], buckets[256] = "", dims[256] = "", mh[128] = "", gh[128] = "", E[32],
+                                steps[32], Ts[32];
     snprintf(nmeta, sizeof nmeta, "%zu", nm);
     snprintf(ndense, sizeof ndense, "%zu", nd);
     for (size_t i = 0; i < nc; i++) {
@@ -165,8 +174,9 @@ static int write_torch_input(const char *path, const bdata *d, const lm_rows_f32
     snprintf(E, sizeof E, "%zu", net->E);
     snprintf(steps, sizeof steps, "%u", n);
     snprintf(Ts, sizeof Ts, "%zu", T);
-    const char *k[] = {"lm_torchbench", "nmeta", "ndense", "cat_buckets", "cat_dim", "emb_dim", "meta_hidden",
-                       "global_hidden", "inner_steps", "alpha", "tasks_per_batch", "lr", "clip"};
+    const char *k[] = {"lm_torchbench",   "nmeta",       "ndense",        "cat_buckets", "cat_dim",
+                       "emb_dim",         "meta_hidden", "global_hidden", "inner_steps", "alpha",
+                       "tasks_per_batch", "lr",          "clip"};
     const char *v[] = {"1", nmeta, ndense, buckets, dims, E, mh, gh, steps, "0.1", Ts, "0.001", "1"};
     int rc = lm_st_write(path, t, nt, k, v, sizeof k / sizeof k[0], err);
     free(f), free(c);
@@ -182,7 +192,8 @@ static int time_c(const bdata *d, lm_meta_batch_ws *ws, const lm_meta_opts *mo, 
     size_t pm = net->meta_np, pg = net->global_np;
     float *buf = calloc(6 * (pm + pg) + 2, sizeof(float));
     if (!buf) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    float *tm = buf, *tg = tm + pm, *gm = tg + pg, *gg = gm + pm, *mm = gg + pg, *vm = mm + pm, *mg = vm + pm, *vg = mg + pg;
+    float *tm = buf, *tg = tm + pm, *gm = tg + pg, *gg = gm + pm, *mm = gg + pg, *vm = mm + pm, *mg = vm + pm,
+          *vg = mg + pg;
     double times[100];
     int rc = LM_OK;
     double fl = 0, done = 0;
@@ -222,14 +233,15 @@ static int time_c(const bdata *d, lm_meta_batch_ws *ws, const lm_meta_opts *mo, 
 }
 
 /* Run tools/torch_bench.py on `input`; returns its tasks/s and copies its objective curve. */
-static int run_torch(const char *python, const char *input, int threads, uint64_t repeats, size_t nb, double *tps,
-                     double *curve, char *blas, size_t blas_len)
+static int run_torch(const char *python, const char *input, int threads, uint64_t repeats, size_t nb,
+                     double *tps, double *curve, char *blas, size_t blas_len)
 {
     char cmdline[16384];
-    snprintf(cmdline, sizeof cmdline,
-             "OMP_WAIT_POLICY=passive '%s' '%s/tools/torch_bench.py' '%s' --threads %d --steps %zu --repeats %llu "
-             "--curve %zu",
-             python, LM_SOURCE_DIR, input, threads, nb, (unsigned long long)repeats, nb);
+    snprintf(
+        cmdline, sizeof cmdline,
+        "OMP_WAIT_POLICY=passive '%s' '%s/tools/torch_bench.py' '%s' --threads %d --steps %zu --repeats %llu "
+        "--curve %zu",
+        python, LM_SOURCE_DIR, input, threads, nb, (unsigned long long)repeats, nb);
     FILE *p = popen(cmdline, "r");
     if (!p) return -1;
     size_t cap = 1 << 20, n = 0;
@@ -266,7 +278,8 @@ static int load_bdata(bdata *d, const char *name, const char *dir, uint64_t seed
     if (rc) return rc;
     lm_net_config c;
     lm_net_config_default(&c);
-    if ((rc = lm_net_config_from_schema(&c, lm_dataset_schema(d->ds), err)) || (rc = lm_net_init(&d->net, &c, err)))
+    if ((rc = lm_net_config_from_schema(&c, lm_dataset_schema(d->ds), err)) ||
+        (rc = lm_net_init(&d->net, &c, err)))
         return rc;
     d->theta_m = malloc(d->net.meta_np * sizeof(float));
     d->theta_g = malloc(d->net.global_np * sizeof(float));
@@ -303,7 +316,8 @@ int bench_train(int argc, char **argv)
     uint64_t threads, repeats, nbatches, seed, synth_tasks;
     int no_torch;
     cli_opt opts[] = {
-        {"data", CLI_STR, &data, "DIR", NULL, 0, "a prepared dataset (default: MovieLens-100K and synthetic)"},
+        {"data", CLI_STR, &data, "DIR", NULL, 0,
+         "a prepared dataset (default: MovieLens-100K and synthetic)"},
         {"tasks-per-batch", CLI_STR, &tlist, "LIST", "32,128", 0, "tasks per batch, comma-separated"},
         {"inner-steps", CLI_STR, &nlist, "LIST", "1,5", 0, "inner steps n, comma-separated"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads of both sides (0: all cores)"},
@@ -320,14 +334,17 @@ int bench_train(int argc, char **argv)
     if (pr) return pr == 1 ? 0 : 2;
     uint64_t Ts[8], ns[8];
     int nT = parse_list(tlist, Ts, 8), nn = parse_list(nlist, ns, 8);
-    if (nT < 1) return cli_usage_error(&cmd, "--tasks-per-batch: '%s' is not a list of positive integers", tlist);
+    if (nT < 1)
+        return cli_usage_error(&cmd, "--tasks-per-batch: '%s' is not a list of positive integers", tlist);
     if (nn < 1) return cli_usage_error(&cmd, "--inner-steps: '%s' is not a list of positive integers", nlist);
     if (repeats < 1 || repeats > 99) return cli_usage_error(&cmd, "--repeats must be in [1, 99]");
     if (nbatches < 1 || nbatches > 1000) return cli_usage_error(&cmd, "--batches must be in [1, 1000]");
     if (!strcmp(python, "$LM_PYREF_PYTHON")) python = getenv("LM_PYREF_PYTHON");
     if (!no_torch && !python) {
-        fprintf(stderr, "limaml bench train: no python for the PyTorch side: set LM_PYREF_PYTHON (scripts/setup-pyref.sh "
-                        "prints one) or pass --python, or --no-torch\n");
+        fprintf(
+            stderr,
+            "limaml bench train: no python for the PyTorch side: set LM_PYREF_PYTHON (scripts/setup-pyref.sh "
+            "prints one) or pass --python, or --no-torch\n");
         return 1;
     }
     int nthreads = threads ? (int)threads : omp_get_max_threads();
@@ -347,7 +364,8 @@ int bench_train(int argc, char **argv)
         snprintf(dirs[0], sizeof dirs[0], "%s/movielens", dir);
         if (access(dirs[0], F_OK) != 0) {
             lm_prepare_summary sum;
-            if (lm_prepare_movielens(LM_SOURCE_DIR "/../shared/data/ml-100k", dirs[0], LM_ML_TASK_USER, NULL, &sum, &err))
+            if (lm_prepare_movielens(LM_SOURCE_DIR "/../shared/data/ml-100k", dirs[0], LM_ML_TASK_USER, NULL,
+                                     &sum, &err))
                 return cli_fail(&err);
         }
         names[0] = "movielens";
@@ -367,7 +385,8 @@ int bench_train(int argc, char **argv)
             lm_prepare_opts_default(&po);
             lm_prepare_summary sum;
             const char *in[1] = {log};
-            if (lm_synth(log, &so, &ss, &err) || lm_schema_load(&sc, sp, &err) || lm_prepare(sc, in, 1, dirs[1], &po, &sum, &err)) {
+            if (lm_synth(log, &so, &ss, &err) || lm_schema_load(&sc, sp, &err) ||
+                lm_prepare(sc, in, 1, dirs[1], &po, &sum, &err)) {
                 lm_schema_free(sc);
                 return cli_fail(&err);
             }
@@ -396,7 +415,8 @@ int bench_train(int argc, char **argv)
             size_t T = Ts[ti], nb = (size_t)nbatches, ntask = T * nb;
             if (ntask > d.nwarm) nb = d.nwarm / T, ntask = T * nb;
             if (nb == 0) {
-                printf("%-10s %5zu: fewer warm tasks (%llu) than one batch\n", d.name, T, (unsigned long long)d.nwarm);
+                printf("%-10s %5zu: fewer warm tasks (%llu) than one batch\n", d.name, T,
+                       (unsigned long long)d.nwarm);
                 continue;
             }
             lm_rows_f32 *sup = calloc(ntask, sizeof *sup), *qry = calloc(ntask, sizeof *qry);
@@ -421,30 +441,35 @@ int bench_train(int argc, char **argv)
                 mo.alpha = 0.1;
                 mo.dropout_mode = LM_DROPOUT_OFF;
                 lm_meta_batch_ws *ws = NULL;
-                double ctps = 0, ttps = NAN, fpt = 0, dpt = 0, *cc = calloc(nb, sizeof(double)), *tc = calloc(nb, sizeof(double));
+                double ctps = 0, ttps = NAN, fpt = 0, dpt = 0, *cc = calloc(nb, sizeof(double)),
+                       *tc = calloc(nb, sizeof(double));
                 char blas[64] = "-";
-                rc = lm_meta_batch_ws_alloc(&ws, &d.net, T, maxs, ns[ni], nthreads, LM_BATCH_KERNEL_AUTO, &err);
+                rc = lm_meta_batch_ws_alloc(&ws, &d.net, T, maxs, ns[ni], nthreads, LM_BATCH_KERNEL_AUTO,
+                                            &err);
                 if (!rc) rc = time_c(&d, ws, &mo, sup, qry, nb, T, repeats, &ctps, cc, &fpt, &dpt, &err);
                 lm_meta_batch_ws_free(ws);
                 double diff = NAN;
                 if (!rc && !no_torch) {
                     char in[4200];
-                    snprintf(in, sizeof in, "%s/torch-%s-T%zu-n%llu.safetensors", dir, d.name, T, (unsigned long long)ns[ni]);
+                    snprintf(in, sizeof in, "%s/torch-%s-T%zu-n%llu.safetensors", dir, d.name, T,
+                             (unsigned long long)ns[ni]);
                     rc = write_torch_input(in, &d, sup, qry, ntask, T, (uint32_t)ns[ni], &err);
-                    if (!rc && run_torch(python, in, nthreads, repeats, nb, &ttps, tc, blas, sizeof blas) != 0) {
+                    if (!rc &&
+                        run_torch(python, in, nthreads, repeats, nb, &ttps, tc, blas, sizeof blas) != 0) {
                         fprintf(stderr, "limaml bench train: the PyTorch side failed (%s)\n", python);
                         rc = LM_EIO;
                         err.msg[0] = 0;
                     }
                     diff = 0;
-                    for (size_t b = 0; b < nb; b++) diff = fmax(diff, fabs(cc[b] - tc[b]) / fmax(1e-12, fabs(tc[b])));
+                    for (size_t b = 0; b < nb; b++)
+                        diff = fmax(diff, fabs(cc[b] - tc[b]) / fmax(1e-12, fabs(tc[b])));
                     unlink(in);
                 }
                 if (!rc) {
                     double gf = ctps * dpt / 1e9;
-                    printf("%-10s %5zu %3llu %8.1f %8.2f %8.2f %10.0f %9.1f %6.1f%% %9.0f %6.1fx %10.1e\n", d.name, T,
-                           (unsigned long long)ns[ni], (double)rows / (double)ntask, fpt / 1e6, dpt / 1e6, ctps, gf,
-                           100 * gf / peak, ttps, ctps / ttps, diff);
+                    printf("%-10s %5zu %3llu %8.1f %8.2f %8.2f %10.0f %9.1f %6.1f%% %9.0f %6.1fx %10.1e\n",
+                           d.name, T, (unsigned long long)ns[ni], (double)rows / (double)ntask, fpt / 1e6,
+                           dpt / 1e6, ctps, gf, 100 * gf / peak, ttps, ctps / ttps, diff);
                     fflush(stdout);
                 }
                 free(cc), free(tc);
@@ -461,6 +486,8 @@ int bench_train(int argc, char **argv)
         if (err.msg[0]) return cli_fail(&err);
         return 1;
     }
-    if (!no_torch) printf("PyTorch side: %s, torch threads = %d, BLAS threads = 1, OMP_WAIT_POLICY=passive\n", python, nthreads);
+    if (!no_torch)
+        printf("PyTorch side: %s, torch threads = %d, BLAS threads = 1, OMP_WAIT_POLICY=passive\n", python,
+               nthreads);
     return 0;
 }

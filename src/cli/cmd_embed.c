@@ -11,8 +11,11 @@
 
 static int parse_pool(const char *s)
 {
-    return !strcmp(s, "latest") ? LM_POOL_LATEST : !strcmp(s, "mean") ? LM_POOL_MEAN : !strcmp(s, "max") ? LM_POOL_MAX
-         : !strcmp(s, "cos") ? LM_POOL_COS : -1;
+    return !strcmp(s, "latest") ? LM_POOL_LATEST
+           : !strcmp(s, "mean") ? LM_POOL_MEAN
+           : !strcmp(s, "max")  ? LM_POOL_MAX
+           : !strcmp(s, "cos")  ? LM_POOL_COS
+                                : -1;
 }
 
 static void on_progress(void *ctx, const lm_embed_progress *p)
@@ -70,14 +73,20 @@ int cmd_embed(int argc, char **argv)
     }
     if (task_lr != -1 && !(task_lr > 0)) return cli_usage_error(&cmd, "--task-lr must be > 0");
     o.task_lr = task_lr;
-    if (!strcmp(from, "all")) o.adapt_from = LM_ADAPT_ALL;
-    else if (!strcmp(from, "train+val")) o.adapt_from = LM_ADAPT_TRAIN_VAL;
-    else if (!strcmp(from, "val")) o.adapt_from = LM_ADAPT_VAL;
-    else if (!strcmp(from, "train")) o.adapt_from = LM_ADAPT_TRAIN;
-    else return cli_usage_error(&cmd, "--adapt-from must be all, train+val, val or train, not '%s'", from);
+    if (!strcmp(from, "all"))
+        o.adapt_from = LM_ADAPT_ALL;
+    else if (!strcmp(from, "train+val"))
+        o.adapt_from = LM_ADAPT_TRAIN_VAL;
+    else if (!strcmp(from, "val"))
+        o.adapt_from = LM_ADAPT_VAL;
+    else if (!strcmp(from, "train"))
+        o.adapt_from = LM_ADAPT_TRAIN;
+    else
+        return cli_usage_error(&cmd, "--adapt-from must be all, train+val, val or train, not '%s'", from);
     if (!(window >= 0)) return cli_usage_error(&cmd, "--window-days must be >= 0");
     o.window_days = window;
-    if ((o.pool = parse_pool(pool)) < 0) return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
+    if ((o.pool = parse_pool(pool)) < 0)
+        return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
     lm_err err = {0};
     if (lm_store_enc_parse(enc, &o.encoding, &err)) return cli_usage_error(&cmd, "--encoding: %s", err.msg);
     if (keep > 1000) return cli_usage_error(&cmd, "--keep must be at most 1000");
@@ -97,7 +106,8 @@ int cmd_embed(int argc, char **argv)
     if (!rc) rc = lm_embed(m, ds, s, &o, &rep, &err);
     if (o.progress) fprintf(stderr, "\n");
     if (!rc)
-        printf("embed: published version %s of %s: %llu embeddings (%llu computed, %llu carried over, %llu tasks "
+        printf("embed: published version %s of %s: %llu embeddings (%llu computed, %llu carried over, %llu "
+               "tasks "
                "without rows left out) in %.2f s, %.0f tasks/s\n",
                version, lm_store_url(s), (unsigned long long)rep.written, (unsigned long long)rep.computed,
                (unsigned long long)rep.carried, (unsigned long long)rep.empty, rep.seconds, rep.tasks_per_s);
@@ -115,8 +125,8 @@ static void print_version(const lm_store_version *v)
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
     }
     printf("%-24s %s %-9s E=%-4u %-5s %10llu keys  published %s  model %s\n", v->name, v->current ? "*" : " ",
-           v->complete ? "complete" : "partial", v->dim, lm_store_enc_name(v->encoding), (unsigned long long)v->count,
-           when, v->model_id);
+           v->complete ? "complete" : "partial", v->dim, lm_store_enc_name(v->encoding),
+           (unsigned long long)v->count, when, v->model_id);
 }
 
 int cmd_store(int argc, char **argv)
@@ -179,10 +189,12 @@ int cmd_store(int argc, char **argv)
         float *vec = rc ? NULL : malloc(dim * sizeof(float));
         int found = 0;
         if (!rc && (!k || !vec)) rc = lm_err_set(&err, LM_ENOMEM, "out of memory");
-        if (!rc) rc = version ? lm_store_get_version(s, version, k, strlen(k), vec, dim, &found, &err)
-                              : lm_store_get(s, k, strlen(k), vec, dim, &found, &err);
-        if (!rc && !found) rc = lm_err_set(&err, LM_ENOTFOUND, "%s: no task '%s' in version %s", url, key,
-                                           version ? version : cur.name);
+        if (!rc)
+            rc = version ? lm_store_get_version(s, version, k, strlen(k), vec, dim, &found, &err)
+                         : lm_store_get(s, k, strlen(k), vec, dim, &found, &err);
+        if (!rc && !found)
+            rc = lm_err_set(&err, LM_ENOTFOUND, "%s: no task '%s' in version %s", url, key,
+                            version ? version : cur.name);
         if (!rc) {
             printf("{\"task\":\"%s\",\"version\":\"%s\",\"embedding\":[", key, version ? version : cur.name);
             for (size_t i = 0; i < dim; i++) printf("%s%.9g", i ? "," : "", vec[i]);

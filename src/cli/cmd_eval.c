@@ -18,14 +18,19 @@ static int parse_from(const char *s)
 
 static int parse_pool(const char *s)
 {
-    return !strcmp(s, "latest") ? LM_POOL_LATEST : !strcmp(s, "mean") ? LM_POOL_MEAN : !strcmp(s, "max") ? LM_POOL_MAX
-         : !strcmp(s, "cos") ? LM_POOL_COS : -1;
+    return !strcmp(s, "latest") ? LM_POOL_LATEST
+           : !strcmp(s, "mean") ? LM_POOL_MEAN
+           : !strcmp(s, "max")  ? LM_POOL_MAX
+           : !strcmp(s, "cos")  ? LM_POOL_COS
+                                : -1;
 }
 
 static void json_num(const char *name, double v, int comma)
 {
-    if (isnan(v)) printf("\"%s\":null%s", name, comma ? "," : "");
-    else printf("\"%s\":%.6f%s", name, v, comma ? "," : "");
+    if (isnan(v))
+        printf("\"%s\":null%s", name, comma ? "," : "");
+    else
+        printf("\"%s\":%.6f%s", name, v, comma ? "," : "");
 }
 
 int cmd_eval(int argc, char **argv)
@@ -78,16 +83,20 @@ int cmd_eval(int argc, char **argv)
         return cli_usage_error(&cmd, "--adapt-from must be val, train+val or train, not '%s'", from);
     o.adapt_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
     o.warm_only = warm_only;
-    if (!strcmp(score, "val")) o.score_split = LM_SPLIT_VAL;
-    else if (strcmp(score, "test")) return cli_usage_error(&cmd, "--score must be test or val, not '%s'", score);
+    if (!strcmp(score, "val"))
+        o.score_split = LM_SPLIT_VAL;
+    else if (strcmp(score, "test"))
+        return cli_usage_error(&cmd, "--score must be test or val, not '%s'", score);
     o.threads = (int)threads;
     if (o.adapt_steps > 0 && o.score_split == LM_SPLIT_VAL && o.adapt_from != LM_ADAPT_TRAIN)
         return cli_usage_error(&cmd, "--score val adapts on the train part only: add --adapt-from train");
     if (!model == !use_floor) return cli_usage_error(&cmd, "give either --model or --floor");
-    if (use_floor && o.score_split != LM_SPLIT_TEST) return cli_usage_error(&cmd, "--floor scores the test part only");
+    if (use_floor && o.score_split != LM_SPLIT_TEST)
+        return cli_usage_error(&cmd, "--floor scores the test part only");
     if ((o.pool = parse_pool(pool)) < 0)
         return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
-    if (!(stale_days >= 0 && stale_days <= 1e6)) return cli_usage_error(&cmd, "--stale-days must be in [0, 1e6]");
+    if (!(stale_days >= 0 && stale_days <= 1e6))
+        return cli_usage_error(&cmd, "--stale-days must be in [0, 1e6]");
     o.stale_seconds = stale_days * 86400.0;
     lm_err err = {0};
     lm_model *m = NULL;
@@ -105,8 +114,8 @@ int cmd_eval(int argc, char **argv)
     const char *algo = m ? lm_train_algo_name(lm_model_algo(m)) : "floor";
     if (!rc) {
         if (json) {
-            printf("{\"model\":\"%s\",\"algo\":\"%s\",\"part\":\"%s\",\"adapt_steps\":%u,", m ? model : "", algo, score,
-                   m ? o.adapt_steps : 0);
+            printf("{\"model\":\"%s\",\"algo\":\"%s\",\"part\":\"%s\",\"adapt_steps\":%u,", m ? model : "",
+                   algo, score, m ? o.adapt_steps : 0);
             json_num("auc", r.auc, 1);
             printf("\"slices\":{");
             json_num("lt25", r.auc_lt25, 1);
@@ -116,25 +125,29 @@ int cmd_eval(int argc, char **argv)
             printf("},");
             json_num("logloss", r.logloss, 1);
             printf("\"examples\":%llu,\"tasks\":%llu,\"tasks_adapted\":%llu,\"rows_adapted\":%llu,",
-                   (unsigned long long)r.examples, (unsigned long long)r.tasks, (unsigned long long)r.tasks_adapted,
-                   (unsigned long long)r.rows_adapted);
+                   (unsigned long long)r.examples, (unsigned long long)r.tasks,
+                   (unsigned long long)r.tasks_adapted, (unsigned long long)r.rows_adapted);
             json_num("adapt_lag_days", r.adapt_lag_mean / 86400.0, 1);
             json_num("adapt_age_days", r.adapt_age_mean / 86400.0, 1);
             printf("\"seconds\":%.3f}\n", r.seconds);
         } else if (!m) {
-            printf("eval count floor (task rate + item rate, no learning): test AUC %.4f, log loss %.4f over %llu "
+            printf("eval count floor (task rate + item rate, no learning): test AUC %.4f, log loss %.4f over "
+                   "%llu "
                    "examples\n",
                    r.auc, r.logloss, (unsigned long long)r.examples);
-            printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n", r.auc_lt25,
-                   (unsigned long long)r.examples_lt25, r.auc_ge25, (unsigned long long)r.examples_ge25, r.auc_warm,
-                   (unsigned long long)r.examples_warm, r.auc_new, (unsigned long long)r.examples_new);
+            printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n",
+                   r.auc_lt25, (unsigned long long)r.examples_lt25, r.auc_ge25,
+                   (unsigned long long)r.examples_ge25, r.auc_warm, (unsigned long long)r.examples_warm,
+                   r.auc_new, (unsigned long long)r.examples_new);
         } else {
-            printf("eval %s (%s, %u adaptation steps): %s AUC %.4f, log loss %.4f over %llu examples of %llu tasks\n",
-                   model, algo, o.adapt_steps, score, r.auc, r.logloss,
-                   (unsigned long long)r.examples, (unsigned long long)r.tasks);
-            printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n", r.auc_lt25,
-                   (unsigned long long)r.examples_lt25, r.auc_ge25, (unsigned long long)r.examples_ge25, r.auc_warm,
-                   (unsigned long long)r.examples_warm, r.auc_new, (unsigned long long)r.examples_new);
+            printf("eval %s (%s, %u adaptation steps): %s AUC %.4f, log loss %.4f over %llu examples of %llu "
+                   "tasks\n",
+                   model, algo, o.adapt_steps, score, r.auc, r.logloss, (unsigned long long)r.examples,
+                   (unsigned long long)r.tasks);
+            printf("slices: <25 %.4f (%llu), >=25 %.4f (%llu), warm %.4f (%llu), new %.4f (%llu)\n",
+                   r.auc_lt25, (unsigned long long)r.examples_lt25, r.auc_ge25,
+                   (unsigned long long)r.examples_ge25, r.auc_warm, (unsigned long long)r.examples_warm,
+                   r.auc_new, (unsigned long long)r.examples_new);
         }
     }
     lm_dataset_close(ds);
@@ -170,8 +183,11 @@ int cmd_adapt(int argc, char **argv)
     if (pr) return pr == 1 ? 0 : 2;
     int af = parse_from(from);
     if (af < 0) return cli_usage_error(&cmd, "--adapt-from must be val, train+val or train, not '%s'", from);
-    int pk = !strcmp(pool, "latest") ? LM_POOL_LATEST : !strcmp(pool, "mean") ? LM_POOL_MEAN
-           : !strcmp(pool, "max") ? LM_POOL_MAX : !strcmp(pool, "cos") ? LM_POOL_COS : -1;
+    int pk = !strcmp(pool, "latest") ? LM_POOL_LATEST
+             : !strcmp(pool, "mean") ? LM_POOL_MEAN
+             : !strcmp(pool, "max")  ? LM_POOL_MAX
+             : !strcmp(pool, "cos")  ? LM_POOL_COS
+                                     : -1;
     if (pk < 0) return cli_usage_error(&cmd, "--pool must be latest, mean, max or cos, not '%s'", pool);
     int given_steps = steps != UINT64_MAX, given_lr = task_lr != -1;
     if (given_steps && steps > 100000) return cli_usage_error(&cmd, "--steps must be at most 100000");
@@ -198,7 +214,8 @@ int cmd_adapt(int argc, char **argv)
     }
     size_t E = lm_model_emb_dim(m);
     float *emb = malloc(E * sizeof *emb);
-    rc = emb ? lm_adapt_task(m, ds, t, given_steps ? (uint32_t)steps : UINT32_MAX, given_lr ? task_lr : -1, af, pk, emb, &err)
+    rc = emb ? lm_adapt_task(m, ds, t, given_steps ? (uint32_t)steps : UINT32_MAX, given_lr ? task_lr : -1,
+                             af, pk, emb, &err)
              : LM_ENOMEM;
     if (!rc) {
         printf("{\"task\":\"%s\",\"embedding\":[", task);

@@ -88,8 +88,8 @@ static int parse_tables(const char *s, int *tables)
     static const struct {
         const char *name;
         int bit;
-    } T[] = {{"3", LM_XP_TABLE3},   {"4", LM_XP_TABLE4},   {"5", LM_XP_TABLE5},   {"9", LM_XP_TABLE9},
-             {"10", LM_XP_TABLE10}, {"12", LM_XP_TABLE12}, {"13", LM_XP_TABLE13}, {"14", LM_XP_TABLE14},
+    } T[] = {{"3", LM_XP_TABLE3},    {"4", LM_XP_TABLE4},      {"5", LM_XP_TABLE5},   {"9", LM_XP_TABLE9},
+             {"10", LM_XP_TABLE10},  {"12", LM_XP_TABLE12},    {"13", LM_XP_TABLE13}, {"14", LM_XP_TABLE14},
              {"fresh", LM_XP_FRESH}, {"all", LM_XP_TABLES_ALL}};
     *tables = 0;
     for (const char *p = s; *p;) {
@@ -97,8 +97,8 @@ static int parse_tables(const char *s, int *tables)
         for (i = 0; i < sizeof T / sizeof T[0]; i++)
             if (strlen(T[i].name) == n && !strncmp(p, T[i].name, n)) break;
         if (i == sizeof T / sizeof T[0])
-            return cli_usage_error(&cmd, "--tables: '%.*s' is not one of 3, 4, 5, 9, 10, 12, 13, 14, fresh, all",
-                                   (int)n, p);
+            return cli_usage_error(
+                &cmd, "--tables: '%.*s' is not one of 3, 4, 5, 9, 10, 12, 13, 14, fresh, all", (int)n, p);
         *tables |= T[i].bit;
         p += n;
         if (*p == ',') p++;
@@ -141,8 +141,10 @@ static int parse_rates01(const char *s, double *v, size_t *n)
 int cmd_experiment(int argc, char **argv)
 {
     int source = LM_XP_SOURCE_DATASET;
-    if (argc > 0 && !strcmp(argv[0], "movielens")) source = LM_XP_SOURCE_MOVIELENS, argc--, argv++;
-    else if (argc > 0 && !strcmp(argv[0], "synthetic")) source = LM_XP_SOURCE_SYNTHETIC, argc--, argv++;
+    if (argc > 0 && !strcmp(argv[0], "movielens"))
+        source = LM_XP_SOURCE_MOVIELENS, argc--, argv++;
+    else if (argc > 0 && !strcmp(argv[0], "synthetic"))
+        source = LM_XP_SOURCE_SYNTHETIC, argc--, argv++;
     lm_experiment_opts o;
     lm_experiment_opts_default(&o);
     const char *data, *out, *tables, *glr, *gk, *galpha, *gtlr, *sin, *sdrop, *stlr, *slr, *sstale;
@@ -225,7 +227,8 @@ int cmd_experiment(int argc, char **argv)
     if (parse_doubles("grid-lr", glr, o.grid_lr, &o.ngrid_lr) || parse_steps(gk, o.grid_k, &o.ngrid_k) ||
         parse_doubles("grid-alpha", galpha, o.grid_alpha, &o.ngrid_alpha) ||
         parse_doubles("grid-task-lr", gtlr, o.grid_task_lr, &o.ngrid_task_lr) ||
-        parse_inner(sin, o.sweep_inner, &o.nsweep_inner) || parse_rates01(sdrop, o.sweep_dropout, &o.nsweep_dropout) ||
+        parse_inner(sin, o.sweep_inner, &o.nsweep_inner) ||
+        parse_rates01(sdrop, o.sweep_dropout, &o.nsweep_dropout) ||
         parse_doubles("sweep-task-lr", stlr, o.sweep_task_lr, &o.nsweep_task_lr) ||
         parse_doubles("sweep-lr", slr, o.sweep_lr, &o.nsweep_lr) ||
         parse_doubles("stale-days", sstale, o.stale_days, &o.nstale_days))

@@ -56,9 +56,9 @@ static void print_summary(const char *out, const lm_prepare_summary *s)
            (unsigned long long)s->split_rows[LM_SPLIT_TEST]);
     printf("prepare: read %llu rows in %.2f s (%.0f rows/s), %llu dropped by window/cap, "
            "%llu bad rows skipped, %llu missing join keys zero-filled, %llu sort runs\n",
-           (unsigned long long)s->rows_read, s->seconds, s->seconds > 0 ? (double)s->rows_read / s->seconds : 0.0,
-           (unsigned long long)s->rows_dropped, (unsigned long long)s->rows_bad,
-           (unsigned long long)s->missing_keys, (unsigned long long)s->runs);
+           (unsigned long long)s->rows_read, s->seconds,
+           s->seconds > 0 ? (double)s->rows_read / s->seconds : 0.0, (unsigned long long)s->rows_dropped,
+           (unsigned long long)s->rows_bad, (unsigned long long)s->missing_keys, (unsigned long long)s->runs);
     for (uint64_t i = 0; i < s->rows_bad && i < LM_BAD_ROWS_KEPT; i++)
         fprintf(stderr, "limaml prepare: skipped bad row: %s\n", s->bad_rows[i]);
     if (s->rows_bad > LM_BAD_ROWS_KEPT)
@@ -78,11 +78,13 @@ int cmd_prepare(int argc, char **argv)
     size_t mem;
     int force;
     cli_opt opts[] = {
-        {"schema", CLI_STR, &schema_path, "S", NULL, 0, "JSON schema of the logs (required, except with movielens)"},
+        {"schema", CLI_STR, &schema_path, "S", NULL, 0,
+         "JSON schema of the logs (required, except with movielens)"},
         {"in", CLI_LIST, &in, "FILE...", NULL, 1, "input logs (movielens: the ml-100k folder)"},
         {"out", CLI_STR, &out, "DIR", NULL, 1, "output dataset folder"},
         {"task", CLI_STR, &task, "DEF", "user", 0, "movielens only: task = user or user,genre"},
-        {"max-per-task", CLI_U64, &max_per_task, "N", "0", 0, "keep the N most recent examples per task (0: all)"},
+        {"max-per-task", CLI_U64, &max_per_task, "N", "0", 0,
+         "keep the N most recent examples per task (0: all)"},
         {"window-days", CLI_F64, &window, "X", "0", 0, "keep examples within X days of the newest (0: all)"},
         {"train", CLI_F64, &train, "F", "0.6", 0, "warm task: fraction of examples in train"},
         {"val", CLI_F64, &val, "F", "0.2", 0, "warm task: fraction in validation (the rest: test)"},
@@ -135,13 +137,15 @@ int cmd_prepare(int argc, char **argv)
         cli_usage_error(&cmd, "--window-days must be >= 0");
         goto done;
     }
-    if (!strcmp(missing, "zero")) o.missing_features_zero = 1;
+    if (!strcmp(missing, "zero"))
+        o.missing_features_zero = 1;
     else if (strcmp(missing, "error") != 0) {
         cli_usage_error(&cmd, "--missing-features must be 'error' or 'zero', not '%s'", missing);
         goto done;
     }
     if (new_tasks && parse_new_rule(new_tasks, &o)) {
-        cli_usage_error(&cmd, "--new-tasks must be hash:F (0 <= F <= 1), mod:N (N >= 1) or none, not '%s'", new_tasks);
+        cli_usage_error(&cmd, "--new-tasks must be hash:F (0 <= F <= 1), mod:N (N >= 1) or none, not '%s'",
+                        new_tasks);
         goto done;
     }
     lm_err err = {0};
@@ -156,8 +160,10 @@ int cmd_prepare(int argc, char **argv)
             goto done;
         }
         int def;
-        if (!strcmp(task, "user")) def = LM_ML_TASK_USER;
-        else if (!strcmp(task, "user,genre")) def = LM_ML_TASK_USER_GENRE;
+        if (!strcmp(task, "user"))
+            def = LM_ML_TASK_USER;
+        else if (!strcmp(task, "user,genre"))
+            def = LM_ML_TASK_USER_GENRE;
         else {
             cli_usage_error(&cmd, "--task must be 'user' or 'user,genre', not '%s'", task);
             goto done;

@@ -28,10 +28,10 @@ typedef struct rp_req {
 
 typedef struct rp_plan {
     const lm_dataset *ds;
-    uint64_t *rows;   /* dataset row of each scored example, grouped by request */
+    uint64_t *rows; /* dataset row of each scored example, grouped by request */
     float *label;
-    uint8_t *flags;   /* lm_eval_pooled's: bit 0 task with < 25 scored rows, bit 1 new task */
-    float *score;     /* filled by the clients */
+    uint8_t *flags; /* lm_eval_pooled's: bit 0 task with < 25 scored rows, bit 1 new task */
+    float *score;   /* filled by the clients */
     size_t nrows;
     rp_req *req;
     size_t nreq;
@@ -39,7 +39,7 @@ typedef struct rp_plan {
 
 typedef struct rp_client {
     const rp_plan *plan;
-    atomic_int *stop;   /* set by the first client that fails: the others stop too */
+    atomic_int *stop; /* set by the first client that fails: the others stop too */
     const char *url;
     const char *token;
     size_t idx, stride; /* this client sends requests idx, idx + stride, ... */
@@ -85,7 +85,8 @@ static int plan_make(rp_plan *p, const lm_dataset *ds, const char *dir, int part
             i = j;
         }
     }
-    if (!p->nrows) return lm_err_set(err, LM_EINVAL, "%s: no rows in the %s part to replay", dir, lm_split_name(part));
+    if (!p->nrows)
+        return lm_err_set(err, LM_EINVAL, "%s: no rows in the %s part to replay", dir, lm_split_name(part));
     p->label = lm_malloc_array(p->nrows, sizeof *p->label);
     p->flags = lm_malloc_array(p->nrows, 1);
     p->score = lm_malloc_array(p->nrows, sizeof *p->score);
@@ -260,8 +261,10 @@ int cmd_replay(int argc, char **argv)
     int split = !strcmp(part, "test") ? LM_SPLIT_TEST : !strcmp(part, "val") ? LM_SPLIT_VAL : -1;
     if (split < 0) return cli_usage_error(&cmd, "--part must be test or val, not '%s'", part);
     if (clients < 1 || clients > 256) return cli_usage_error(&cmd, "--clients must be in [1, 256]");
-    if (max_cand < 1 || max_cand > 1000000) return cli_usage_error(&cmd, "--max-candidates must be in [1, 1000000]");
-    if (strncmp(url, "http://", 7)) return cli_usage_error(&cmd, "--url must start with http://, not '%s'", url);
+    if (max_cand < 1 || max_cand > 1000000)
+        return cli_usage_error(&cmd, "--max-candidates must be in [1, 1000000]");
+    if (strncmp(url, "http://", 7))
+        return cli_usage_error(&cmd, "--url must start with http://, not '%s'", url);
     if (!token) token = getenv("LM_SERVE_TOKEN");
 
     lm_err err = {0};
@@ -294,7 +297,8 @@ int cmd_replay(int argc, char **argv)
     atomic_init(&stop, 0);
     size_t off = 0;
     for (size_t i = 0; i < nc; i++) {
-        cl[i] = (rp_client){.plan = &plan, .stop = &stop, .url = score_url, .token = token, .idx = i, .stride = nc};
+        cl[i] = (rp_client){
+            .plan = &plan, .stop = &stop, .url = score_url, .token = token, .idx = i, .stride = nc};
         cl[i].lat = lat + off;
         off += (plan.nreq - i + nc - 1) / nc;
     }
@@ -324,7 +328,8 @@ int cmd_replay(int argc, char **argv)
     lm_eval_result res = {0};
     /* A regression model's scores are raw predictions, not probabilities: no log loss then. */
     int binary = lm_dataset_schema(ds)->label_type == LM_LABEL_BINARY;
-    rc = lm_eval_pooled(plan.score, binary ? plan.score : NULL, plan.label, plan.flags, plan.nrows, &res, &err);
+    rc = lm_eval_pooled(plan.score, binary ? plan.score : NULL, plan.label, plan.flags, plan.nrows, &res,
+                        &err);
     if (rc) goto done;
     qsort(lat, nlat, sizeof *lat, cmp_double);
     double p50 = quantile(lat, nlat, 0.5) * 1e3, p99 = quantile(lat, nlat, 0.99) * 1e3,
@@ -333,27 +338,33 @@ int cmd_replay(int argc, char **argv)
         lm_srv_buf b = {0};
         lm_srv_buf_puts(&b, "{\"url\": ");
         lm_srv_buf_json_str(&b, score_url, strlen(score_url));
-        lm_srv_buf_printf(&b, ", \"part\": \"%s\", \"requests\": %zu, \"candidates\": %zu, \"clients\": %zu, "
-                              "\"seconds\": %.3f, \"requests_per_s\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
-                              "\"p99\": %.3f, \"max\": %.3f}, \"cold_start_candidates\": %llu, \"embedding_version\": ",
-                          part, plan.nreq, plan.nrows, nc, secs, (double)plan.nreq / secs, p50, p99, pmax,
-                          (unsigned long long)cold);
+        lm_srv_buf_printf(
+            &b,
+            ", \"part\": \"%s\", \"requests\": %zu, \"candidates\": %zu, \"clients\": %zu, "
+            "\"seconds\": %.3f, \"requests_per_s\": %.1f, \"latency_ms\": {\"p50\": %.3f, "
+            "\"p99\": %.3f, \"max\": %.3f}, \"cold_start_candidates\": %llu, \"embedding_version\": ",
+            part, plan.nreq, plan.nrows, nc, secs, (double)plan.nreq / secs, p50, p99, pmax,
+            (unsigned long long)cold);
         lm_srv_buf_json_str(&b, version, strlen(version));
         const char *names[] = {"auc", "logloss", "auc_lt25", "auc_ge25", "auc_warm", "auc_new"};
         double vals[] = {res.auc, res.logloss, res.auc_lt25, res.auc_ge25, res.auc_warm, res.auc_new};
         for (size_t i = 0; i < 6; i++) {
-            if (isnan(vals[i])) lm_srv_buf_printf(&b, ", \"%s\": null", names[i]);
-            else lm_srv_buf_printf(&b, ", \"%s\": %.6f", names[i], vals[i]);
+            if (isnan(vals[i]))
+                lm_srv_buf_printf(&b, ", \"%s\": null", names[i]);
+            else
+                lm_srv_buf_printf(&b, ", \"%s\": %.6f", names[i], vals[i]);
         }
         lm_srv_buf_puts(&b, "}\n");
-        if (b.oom) rc = lm_err_set(&err, LM_ENOMEM, "out of memory");
-        else fwrite(b.p, 1, b.len, stdout);
+        if (b.oom)
+            rc = lm_err_set(&err, LM_ENOMEM, "out of memory");
+        else
+            fwrite(b.p, 1, b.len, stdout);
         lm_srv_buf_free(&b);
     } else {
         printf("replay: %zu requests (%zu candidates) to %s from %zu client%s in %.2f s (%.0f requests/s); "
                "latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
-               plan.nreq, plan.nrows, score_url, nc, nc == 1 ? "" : "s", secs, (double)plan.nreq / secs, p50, p99,
-               pmax);
+               plan.nreq, plan.nrows, score_url, nc, nc == 1 ? "" : "s", secs, (double)plan.nreq / secs, p50,
+               p99, pmax);
         printf("replay: served %s AUC %.4f (<25: %.4f, >=25: %.4f, warm: %.4f, new: %.4f), log loss %.4f; "
                "embedding version '%s', %.1f%% of candidates cold-start\n",
                part, res.auc, res.auc_lt25, res.auc_ge25, res.auc_warm, res.auc_new, res.logloss, version,

@@ -48,8 +48,7 @@ int cmd_synth(int argc, char **argv)
     if (r == 1) return 0;
     if (r) return r;
     if (max_examples > UINT32_MAX)
-        return cli_usage_error(&cmd, "--max-examples: %llu is too large",
-                               (unsigned long long)max_examples);
+        return cli_usage_error(&cmd, "--max-examples: %llu is too large", (unsigned long long)max_examples);
     if (items > UINT32_MAX)
         return cli_usage_error(&cmd, "--items: %llu is too large", (unsigned long long)items);
     o.max_examples = (uint32_t)max_examples;

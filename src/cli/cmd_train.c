@@ -28,8 +28,8 @@ static void on_progress(void *ctx, const lm_train_progress *p)
     prog *g = ctx;
     if (p->epoch_end) {
         fprintf(stderr, "%sepoch %u/%u: train loss %.4f, val AUC %.4f, val log loss %.4f, %.0f tasks/s%s\n",
-                g->tty ? "\r\033[K" : "", p->epoch, p->epochs, p->loss, p->val_auc, p->val_loss, p->tasks_per_s,
-                p->improved ? " (best)" : "");
+                g->tty ? "\r\033[K" : "", p->epoch, p->epochs, p->loss, p->val_auc, p->val_loss,
+                p->tasks_per_s, p->improved ? " (best)" : "");
         return;
     }
     if (!g->tty) return;
@@ -39,8 +39,8 @@ static void on_progress(void *ctx, const lm_train_progress *p)
     char bar[32];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
-    fprintf(stderr, "\r\033[Kepoch %u/%u [%s] loss %.4f  %.0f tasks/s  ETA %.0fs", p->epoch, p->epochs, bar, p->loss,
-            p->tasks_per_s, p->eta_seconds);
+    fprintf(stderr, "\r\033[Kepoch %u/%u [%s] loss %.4f  %.0f tasks/s  ETA %.0fs", p->epoch, p->epochs, bar,
+            p->loss, p->tasks_per_s, p->eta_seconds);
 }
 
 int cmd_train(int argc, char **argv)
@@ -53,31 +53,40 @@ int cmd_train(int argc, char **argv)
         {"data", CLI_STR, &data, "DIR", NULL, 1, "dataset folder (limaml prepare)"},
         {"out", CLI_STR, &out, "MODEL", NULL, 1, "model file to write (safetensors)"},
         {"algo", CLI_STR, &algo, "A", "limaml", 0, "limaml, maml, plain or widedeep"},
-        {"meta-block", CLI_STR, &meta_block, "SPEC", "mlp:32,16", 0, "mlp:H1,...,E or id:E (widedeep: id:16)"},
-        {"global-block", CLI_STR, &global_block, "SPEC", "mlp:64,32", 0, "mlp:H1,... (hidden sizes; output 1)"},
+        {"meta-block", CLI_STR, &meta_block, "SPEC", "mlp:32,16", 0,
+         "mlp:H1,...,E or id:E (widedeep: id:16)"},
+        {"global-block", CLI_STR, &global_block, "SPEC", "mlp:64,32", 0,
+         "mlp:H1,... (hidden sizes; output 1)"},
         {"inner-steps", CLI_U64, &n, "N", "1", 0, "inner SGD steps on the support set (limaml, maml)"},
         {"task-lr", CLI_F64, &task_lr, "A", "0.1", 0, "inner and adaptation learning rate alpha"},
         {"first-order", CLI_FLAG, &first_order, NULL, NULL, 0, "drop the second-order terms"},
-        {"support-weight", CLI_F64, &sw, "W", "0", 0, "add W times the adapted support loss to the outer objective"},
+        {"support-weight", CLI_F64, &sw, "W", "0", 0,
+         "add W times the adapted support loss to the outer objective"},
         {"emb-logit", CLI_FLAG, &emb_logit, NULL, NULL, 0,
          "also add the meta embedding's first coordinate E[0] to the logit (a per-task shift)"},
         {"tasks-per-batch", CLI_U64, &tpb, "N", "32", 0, "tasks per outer update"},
         {"epochs", CLI_U64, &epochs, "N", "10", 0, "passes over the training tasks"},
         {"lr", CLI_F64, &lr, "X", "0.001", 0, "outer (Adam) learning rate"},
-        {"lr-scale-with-batch", CLI_FLAG, &scale, NULL, NULL, 0, "scale --lr by tasks-per-batch / 32 (section 6.4)"},
+        {"lr-scale-with-batch", CLI_FLAG, &scale, NULL, NULL, 0,
+         "scale --lr by tasks-per-batch / 32 (section 6.4)"},
         {"clip", CLI_F64, &clip, "X", "1.0", 0, "clip the gradient's global norm (0: off)"},
         {"warmup", CLI_U64, &warmup, "N", "0", 0, "outer updates of linear learning-rate warm-up"},
-        {"decay", CLI_STR, &decay, "KIND", "linear", 0, "learning-rate decay after warm-up: linear, cosine or none"},
+        {"decay", CLI_STR, &decay, "KIND", "linear", 0,
+         "learning-rate decay after warm-up: linear, cosine or none"},
         {"dropout", CLI_F64, &dropout, "P", "0", 0, "dropout after every hidden layer"},
-        {"patience", CLI_U64, &patience, "N", "3", 0, "stop after N epochs without a better val AUC (0: never)"},
-        {"id-default-frac", CLI_F64, &idf, "F", "0.1", 0, "id meta block: tasks trained through the shared default row"},
+        {"patience", CLI_U64, &patience, "N", "3", 0,
+         "stop after N epochs without a better val AUC (0: never)"},
+        {"id-default-frac", CLI_F64, &idf, "F", "0.1", 0,
+         "id meta block: tasks trained through the shared default row"},
         {"seed", CLI_U64, &seed, "S", "1", 0, "random seed"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads (0: all cores)"},
         {"log", CLI_STR, &log_path, "FILE", NULL, 0, "per-epoch JSON lines"},
         {"checkpoint", CLI_STR, &ckpt, "FILE", NULL, 0, "checkpoint written at every epoch end"},
         {"resume", CLI_FLAG, &resume, NULL, NULL, 0, "continue from --checkpoint"},
-        {"stop-after-epochs", CLI_U64, &stop_after, "N", "0", 0, "end this run after N epochs (resume later; 0: all)"},
-        {"engine", CLI_STR, &engine, "E", "auto", 0, "meta-gradient engine: auto, fast (batched) or reference (per task)"},
+        {"stop-after-epochs", CLI_U64, &stop_after, "N", "0", 0,
+         "end this run after N epochs (resume later; 0: all)"},
+        {"engine", CLI_STR, &engine, "E", "auto", 0,
+         "meta-gradient engine: auto, fast (batched) or reference (per task)"},
         {"quiet", CLI_FLAG, &quiet, NULL, NULL, 0, "no progress on stderr"},
         {0},
     };
@@ -85,19 +94,32 @@ int cmd_train(int argc, char **argv)
     if (pr) return pr == 1 ? 0 : 2;
     lm_train_opts o;
     lm_train_opts_default(&o);
-    if (!strcmp(algo, "limaml")) o.algo = LM_TRAIN_LIMAML;
-    else if (!strcmp(algo, "maml")) o.algo = LM_TRAIN_MAML;
-    else if (!strcmp(algo, "plain")) o.algo = LM_TRAIN_PLAIN;
-    else if (!strcmp(algo, "widedeep")) o.algo = LM_TRAIN_WIDEDEEP;
-    else return cli_usage_error(&cmd, "--algo must be limaml, maml, plain or widedeep, not '%s'", algo);
-    if (!strcmp(decay, "linear")) o.decay = LM_DECAY_LINEAR;
-    else if (!strcmp(decay, "cosine")) o.decay = LM_DECAY_COSINE;
-    else if (!strcmp(decay, "none")) o.decay = LM_DECAY_NONE;
-    else return cli_usage_error(&cmd, "--decay must be linear, cosine or none, not '%s'", decay);
-    if (!strcmp(engine, "auto")) o.engine = LM_ENGINE_AUTO;
-    else if (!strcmp(engine, "fast")) o.engine = LM_ENGINE_FAST;
-    else if (!strcmp(engine, "reference")) o.engine = LM_ENGINE_REFERENCE;
-    else return cli_usage_error(&cmd, "--engine must be auto, fast or reference, not '%s'", engine);
+    if (!strcmp(algo, "limaml"))
+        o.algo = LM_TRAIN_LIMAML;
+    else if (!strcmp(algo, "maml"))
+        o.algo = LM_TRAIN_MAML;
+    else if (!strcmp(algo, "plain"))
+        o.algo = LM_TRAIN_PLAIN;
+    else if (!strcmp(algo, "widedeep"))
+        o.algo = LM_TRAIN_WIDEDEEP;
+    else
+        return cli_usage_error(&cmd, "--algo must be limaml, maml, plain or widedeep, not '%s'", algo);
+    if (!strcmp(decay, "linear"))
+        o.decay = LM_DECAY_LINEAR;
+    else if (!strcmp(decay, "cosine"))
+        o.decay = LM_DECAY_COSINE;
+    else if (!strcmp(decay, "none"))
+        o.decay = LM_DECAY_NONE;
+    else
+        return cli_usage_error(&cmd, "--decay must be linear, cosine or none, not '%s'", decay);
+    if (!strcmp(engine, "auto"))
+        o.engine = LM_ENGINE_AUTO;
+    else if (!strcmp(engine, "fast"))
+        o.engine = LM_ENGINE_FAST;
+    else if (!strcmp(engine, "reference"))
+        o.engine = LM_ENGINE_REFERENCE;
+    else
+        return cli_usage_error(&cmd, "--engine must be auto, fast or reference, not '%s'", engine);
     if (n > 64) return cli_usage_error(&cmd, "--inner-steps must be at most 64");
     if (tpb < 1 || tpb > 1000000) return cli_usage_error(&cmd, "--tasks-per-batch must be in [1, 1000000]");
     if (epochs < 1 || epochs > 100000) return cli_usage_error(&cmd, "--epochs must be in [1, 100000]");
@@ -141,9 +163,10 @@ int cmd_train(int argc, char **argv)
     }
     int rc = lm_model_save(m, out, &err);
     if (!rc)
-        printf("train: wrote %s: %s, %llu training tasks, %u epochs (best %u: val AUC %.4f), %.1f s, %.0f tasks/s\n", out,
-               algo, (unsigned long long)rep.train_tasks, rep.epochs_run, rep.best_epoch, rep.best_val_auc, rep.seconds,
-               rep.tasks_per_s);
+        printf("train: wrote %s: %s, %llu training tasks, %u epochs (best %u: val AUC %.4f), %.1f s, %.0f "
+               "tasks/s\n",
+               out, algo, (unsigned long long)rep.train_tasks, rep.epochs_run, rep.best_epoch,
+               rep.best_val_auc, rep.seconds, rep.tasks_per_s);
     lm_model_free(m);
     lm_dataset_close(ds);
     return rc ? cli_fail(&err) : 0;

@@ -18,9 +18,9 @@ int lm_err_set(lm_err *err, int code, const char *fmt, ...) __attribute__((forma
 int lm_err_errno(lm_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* A broken invariant is a bug, not bad input: abort with file and line. */
-#define LM_ASSERT(c)                                                                         \
-    do {                                                                                     \
-        if (!(c)) lm_assert_fail(#c, __FILE__, __LINE__);                                    \
+#define LM_ASSERT(c)                                                                                         \
+    do {                                                                                                     \
+        if (!(c)) lm_assert_fail(#c, __FILE__, __LINE__);                                                    \
     } while (0)
 _Noreturn void lm_assert_fail(const char *expr, const char *file, int line);
 
@@ -91,7 +91,7 @@ char *lm_path_dir(const char *path);
 
 /* ---- time and memory figures ------------------------------------------------------------- */
 
-double lm_now(void);                 /* monotonic seconds */
-size_t lm_peak_rss_bytes(void);      /* this process's peak resident set */
+double lm_now(void);            /* monotonic seconds */
+size_t lm_peak_rss_bytes(void); /* this process's peak resident set */
 
 #endif

@@ -184,8 +184,8 @@ int lm_mktemp_dir_beside(const char *final_path, char **out, lm_err *err)
     memcpy(tmp, final_path, len);
     memcpy(tmp + len, ".tmp.XXXXXX", 12);
     if (!mkdtemp(tmp)) {
-        int r = lm_err_errno(err, LM_EIO, "%.*s: cannot create a temporary folder beside it",
-                             (int)len, final_path);
+        int r = lm_err_errno(err, LM_EIO, "%.*s: cannot create a temporary folder beside it", (int)len,
+                             final_path);
         free(tmp);
         return r;
     }
@@ -200,8 +200,7 @@ int lm_publish_dir(const char *tmp, const char *final_path, int force, lm_err *e
     char *old = NULL;
     if (lstat(final_path, &st) == 0) {
         if (!force)
-            return lm_err_set(err, LM_EEXIST, "%s: already exists (use --force to replace it)",
-                              final_path);
+            return lm_err_set(err, LM_EEXIST, "%s: already exists (use --force to replace it)", final_path);
         /* Move the old output aside first so the new one appears in one rename. */
         size_t len = strlen(final_path);
         old = malloc(len + 16);

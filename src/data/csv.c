@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CSV_CHUNK (4u << 20)          /* bytes read at a time */
-#define CSV_MAX_RECORD (64u << 20)    /* longest record accepted */
+#define CSV_CHUNK (4u << 20)       /* bytes read at a time */
+#define CSV_MAX_RECORD (64u << 20) /* longest record accepted */
 
 struct lm_csv {
     int fd;
@@ -20,8 +20,8 @@ struct lm_csv {
     char *buf;
     size_t cap, beg, end; /* unread bytes are buf[beg, end) */
     int eof;
-    uint64_t line;        /* line of the next unread byte */
-    uint64_t rec_line;    /* line where the last record started */
+    uint64_t line;     /* line of the next unread byte */
+    uint64_t rec_line; /* line where the last record started */
     uint64_t consumed;
 };
 
@@ -61,9 +61,18 @@ void lm_csv_close(lm_csv *r)
     free(r);
 }
 
-uint64_t lm_csv_line(const lm_csv *r) { return r->rec_line; }
-const char *lm_csv_path(const lm_csv *r) { return r->path; }
-uint64_t lm_csv_offset(const lm_csv *r) { return r->consumed; }
+uint64_t lm_csv_line(const lm_csv *r)
+{
+    return r->rec_line;
+}
+const char *lm_csv_path(const lm_csv *r)
+{
+    return r->path;
+}
+uint64_t lm_csv_offset(const lm_csv *r)
+{
+    return r->consumed;
+}
 
 /* Read more bytes, keeping buf[beg, end). Returns bytes read, 0 at EOF, or an error code. */
 static int fill(lm_csv *r, lm_err *err)
@@ -218,8 +227,8 @@ int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
             r->consumed += used;
             for (size_t i = 0; i < *n && i < max; i++)
                 if (f[i].len == (uint32_t)-1)
-                    return lm_err_set(err, LM_EINVAL, "%s:%llu:%zu: text after a closing quote",
-                                      r->path, (unsigned long long)r->rec_line, i + 1);
+                    return lm_err_set(err, LM_EINVAL, "%s:%llu:%zu: text after a closing quote", r->path,
+                                      (unsigned long long)r->rec_line, i + 1);
             return 1;
         }
         /* Fast path: no quotes on this line. */
@@ -246,9 +255,8 @@ int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
 
 /* ---- numbers ---------------------------------------------------------------------------------- */
 
-static const double pow10_tab[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+static const double pow10_tab[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 const char *lm_num_what(int r)
 {

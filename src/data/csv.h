@@ -45,9 +45,12 @@ static inline int lm_parse_f64_fast(const char *p, size_t len, double *out)
     const char *dot = NULL;
     for (const char *c = p; c < e; c++) {
         unsigned d = (unsigned)(*c - '0');
-        if (d < 10) m = m * 10 + d;
-        else if (*c == '.' && !dot) dot = c;
-        else return 0;
+        if (d < 10)
+            m = m * 10 + d;
+        else if (*c == '.' && !dot)
+            dot = c;
+        else
+            return 0;
     }
     if (dot == p && e - p == 1) return 0; /* "." alone */
     int frac = dot ? (int)(e - dot - 1) : 0;

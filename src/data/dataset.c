@@ -72,8 +72,10 @@ int lm_dataset_open(lm_dataset **out, const char *dir, int flags, lm_err *err)
     if (!d) return lm_err_set(err, LM_ENOMEM, "out of memory");
     struct stat st;
     int rc = LM_OK;
-    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) d->path = lm_path_join(dir, LM_DS_FILE);
-    else d->path = lm_strdup(dir);
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        d->path = lm_path_join(dir, LM_DS_FILE);
+    else
+        d->path = lm_strdup(dir);
     if (!d->path) {
         free(d);
         return lm_err_set(err, LM_ENOMEM, "out of memory");
@@ -84,21 +86,26 @@ int lm_dataset_open(lm_dataset **out, const char *dir, int flags, lm_err *err)
         lm_dataset_close(d);
         return rc;
     }
-    if (fstat(fd, &st) != 0) rc = lm_err_errno(err, LM_EIO, "%s: stat", d->path);
-    else if ((size_t)st.st_size < LM_DS_HEADER_BYTES) rc = bad(d, err, LM_EFORMAT, "too short to be a dataset");
+    if (fstat(fd, &st) != 0)
+        rc = lm_err_errno(err, LM_EIO, "%s: stat", d->path);
+    else if ((size_t)st.st_size < LM_DS_HEADER_BYTES)
+        rc = bad(d, err, LM_EFORMAT, "too short to be a dataset");
     if (!rc) {
         d->map_len = (size_t)st.st_size;
         void *m = mmap(NULL, d->map_len, PROT_READ, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) rc = lm_err_errno(err, LM_EIO, "%s: mmap", d->path);
-        else d->map = m;
+        if (m == MAP_FAILED)
+            rc = lm_err_errno(err, LM_EIO, "%s: mmap", d->path);
+        else
+            d->map = m;
     }
     close(fd);
     if (!rc) {
         memcpy(&d->h, d->map, sizeof d->h);
-        if (memcmp(d->h.magic, LM_DS_MAGIC, 8) != 0) rc = bad(d, err, LM_EFORMAT, "not a limaml dataset (bad magic)");
+        if (memcmp(d->h.magic, LM_DS_MAGIC, 8) != 0)
+            rc = bad(d, err, LM_EFORMAT, "not a limaml dataset (bad magic)");
         else if (d->h.version != LM_DS_VERSION)
-            rc = lm_err_set(err, LM_EVERSION, "%s: dataset version %u, this build reads version %u",
-                            d->path, d->h.version, LM_DS_VERSION);
+            rc = lm_err_set(err, LM_EVERSION, "%s: dataset version %u, this build reads version %u", d->path,
+                            d->h.version, LM_DS_VERSION);
     }
     if (!rc) {
         char hdr[LM_DS_HEADER_BYTES];
@@ -122,8 +129,10 @@ int lm_dataset_open(lm_dataset **out, const char *dir, int flags, lm_err *err)
     if (!rc) {
         lm_err e2 = {0};
         rc = lm_schema_parse(&d->schema, d->map + d->h.schema_off, d->h.schema_len, NULL, &e2);
-        if (rc) rc = lm_err_set(err, LM_EFORMAT, "%s: stored schema: %s", d->path, e2.msg);
-        else if (d->schema->nmeta != d->h.nmeta || d->schema->ndense != d->h.ndense || d->schema->ncat != d->h.ncat)
+        if (rc)
+            rc = lm_err_set(err, LM_EFORMAT, "%s: stored schema: %s", d->path, e2.msg);
+        else if (d->schema->nmeta != d->h.nmeta || d->schema->ndense != d->h.ndense ||
+                 d->schema->ncat != d->h.ncat)
             rc = bad(d, err, LM_EFORMAT, "stored schema does not match the row layout");
     }
     if (rc) {
@@ -143,13 +152,34 @@ void lm_dataset_close(lm_dataset *d)
     free(d);
 }
 
-uint64_t lm_dataset_ntasks(const lm_dataset *d) { return d->h.ntasks; }
-uint64_t lm_dataset_nrows(const lm_dataset *d) { return d->h.nrows; }
-uint32_t lm_dataset_nmeta(const lm_dataset *d) { return d->h.nmeta; }
-uint32_t lm_dataset_ndense(const lm_dataset *d) { return d->h.ndense; }
-uint32_t lm_dataset_ncat(const lm_dataset *d) { return d->h.ncat; }
-const lm_schema *lm_dataset_schema(const lm_dataset *d) { return d->schema; }
-size_t lm_dataset_row_stride(const lm_dataset *d) { return d->h.row_bytes; }
+uint64_t lm_dataset_ntasks(const lm_dataset *d)
+{
+    return d->h.ntasks;
+}
+uint64_t lm_dataset_nrows(const lm_dataset *d)
+{
+    return d->h.nrows;
+}
+uint32_t lm_dataset_nmeta(const lm_dataset *d)
+{
+    return d->h.nmeta;
+}
+uint32_t lm_dataset_ndense(const lm_dataset *d)
+{
+    return d->h.ndense;
+}
+uint32_t lm_dataset_ncat(const lm_dataset *d)
+{
+    return d->h.ncat;
+}
+const lm_schema *lm_dataset_schema(const lm_dataset *d)
+{
+    return d->schema;
+}
+size_t lm_dataset_row_stride(const lm_dataset *d)
+{
+    return d->h.row_bytes;
+}
 
 const lm_task *lm_dataset_task(const lm_dataset *d, uint64_t t)
 {
@@ -202,8 +232,10 @@ int lm_dataset_find_task(const lm_dataset *d, const char *key, size_t len, uint6
             *task = mid;
             return LM_OK;
         }
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return LM_ENOTFOUND;
 }

@@ -60,7 +60,10 @@ static int bf_put(bufile *b, const void *p, size_t n, lm_checksum *ck, lm_err *e
     return LM_OK;
 }
 
-static uint64_t bf_size(const bufile *b) { return b->off + b->n; }
+static uint64_t bf_size(const bufile *b)
+{
+    return b->off + b->n;
+}
 
 static void bf_close(bufile *b, int remove)
 {
@@ -71,8 +74,8 @@ static void bf_close(bufile *b, int remove)
     memset(b, 0, sizeof *b);
 }
 
-int lm_dswriter_open(lm_dswriter **out, const char *dir, uint32_t nmeta, uint32_t ndense,
-                     uint32_t ncat, lm_err *err)
+int lm_dswriter_open(lm_dswriter **out, const char *dir, uint32_t nmeta, uint32_t ndense, uint32_t ncat,
+                     lm_err *err)
 {
     *out = NULL;
     lm_dswriter *w = calloc(1, sizeof *w);

@@ -8,8 +8,8 @@
 typedef struct lm_dswriter lm_dswriter;
 
 /* Create `dir`/dataset.lmd for rows of nfloat floats and ncat ids. */
-int lm_dswriter_open(lm_dswriter **out, const char *dir, uint32_t nmeta, uint32_t ndense,
-                     uint32_t ncat, lm_err *err);
+int lm_dswriter_open(lm_dswriter **out, const char *dir, uint32_t nmeta, uint32_t ndense, uint32_t ncat,
+                     lm_err *err);
 /* Append one row (row_bytes as lm_ds_row_bytes gives, laid out as dsfile.h says). */
 int lm_dswriter_row(lm_dswriter *w, const void *row, lm_err *err);
 /* Close the current task: its rows are those appended since the last call. */

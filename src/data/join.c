@@ -16,8 +16,10 @@ uint32_t lm_cat_id(const char *p, size_t len, uint32_t buckets)
     int ok = i < j && j - i <= 18;
     for (size_t k = i; ok && k < j; k++) {
         unsigned d = (unsigned)(p[k] - '0');
-        if (d > 9) ok = 0;
-        else v = v * 10 + d;
+        if (d > 9)
+            ok = 0;
+        else
+            v = v * 10 + d;
     }
     if (ok && v < buckets) return (uint32_t)v;
     return (uint32_t)(lm_hash64(p + i, j - i, 0x6c696d616d6cull) % buckets);
@@ -42,8 +44,10 @@ int lm_jtable_open(lm_jtable *t, const lm_join_spec *spec, lm_err *err)
         if (!f) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
         if (!rc) {
             rc = lm_csv_next(r, f, JT_MAX_COLS, &n, err);
-            if (rc == 0) rc = lm_err_set(err, LM_EINVAL, "%s: empty file (a header line was expected)", spec->file);
-            else if (rc == 1) rc = LM_OK;
+            if (rc == 0)
+                rc = lm_err_set(err, LM_EINVAL, "%s: empty file (a header line was expected)", spec->file);
+            else if (rc == 1)
+                rc = LM_OK;
         }
         if (!rc && n > JT_MAX_COLS)
             rc = lm_err_set(err, LM_EINVAL, "%s:1: more than %d columns", spec->file, JT_MAX_COLS);
@@ -51,7 +55,8 @@ int lm_jtable_open(lm_jtable *t, const lm_join_spec *spec, lm_err *err)
             t->names = calloc(n, sizeof(char *));
             if (!t->names) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
             for (size_t i = 0; !rc && i < n; i++) {
-                if (!(t->names[i] = lm_strndup(f[i].p, f[i].len))) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+                if (!(t->names[i] = lm_strndup(f[i].p, f[i].len)))
+                    rc = lm_err_set(err, LM_ENOMEM, "out of memory");
                 t->nnames = i + 1;
                 for (size_t k = 0; !rc && k < i; k++)
                     if (!strcmp(t->names[k], t->names[i]))
@@ -193,8 +198,8 @@ int lm_jtable_load(lm_jtable *t, const uint32_t *need, const int *kinds, const u
                 if (pr == LM_NUM_OK && !(fl - fl == 0)) pr = LM_NUM_NONFINITE;
                 if (pr != LM_NUM_OK) {
                     rc = lm_err_set(err, LM_EINVAL, "%s:%llu:%u: column '%s': %s: \"%.*s\"", spec->file,
-                                    (unsigned long long)line, need[c] + 1, t->names[need[c]],
-                                    lm_num_what(pr), (int)LM_MIN(v->len, 40u), v->p);
+                                    (unsigned long long)line, need[c] + 1, t->names[need[c]], lm_num_what(pr),
+                                    (int)LM_MIN(v->len, 40u), v->p);
                     break;
                 }
                 memcpy(&cell, &fl, 4);

@@ -11,16 +11,16 @@ enum { LM_COL_FLOAT = 0, LM_COL_CAT = 1 };
 
 typedef struct lm_jtable {
     const lm_join_spec *spec;
-    char **names;          /* the table's column names */
+    char **names; /* the table's column names */
     size_t nnames;
-    size_t key_col;        /* index of spec->on among names */
+    size_t key_col; /* index of spec->on among names */
     /* After lm_jtable_load: */
     size_t nrows;
-    uint32_t nneed;        /* columns kept per row */
-    uint32_t *cells;       /* (nrows, nneed): float bits or categorical ids */
-    char *keys;            /* key bytes of every row, concatenated */
-    uint64_t *key_off;     /* (nrows + 1) */
-    uint32_t *slots;       /* open addressing: row + 1, 0 empty */
+    uint32_t nneed;    /* columns kept per row */
+    uint32_t *cells;   /* (nrows, nneed): float bits or categorical ids */
+    char *keys;        /* key bytes of every row, concatenated */
+    uint64_t *key_off; /* (nrows + 1) */
+    uint32_t *slots;   /* open addressing: row + 1, 0 empty */
     size_t nslots;
 } lm_jtable;
 

@@ -79,8 +79,10 @@ static int load_occupations(const char *dir, char occ[ML_MAX_OCC][32], size_t *n
         ln++;
         if (!*line) continue;
         if (*nocc >= ML_MAX_OCC || strlen(line) >= 32)
-            rc = lm_err_set(err, LM_EINVAL, "%s:%llu:1: unexpected occupation list", path, (unsigned long long)ln);
-        else strcpy(occ[(*nocc)++], line);
+            rc = lm_err_set(err, LM_EINVAL, "%s:%llu:1: unexpected occupation list", path,
+                            (unsigned long long)ln);
+        else
+            strcpy(occ[(*nocc)++], line);
     }
     if (!rc && *nocc == 0) rc = lm_err_set(err, LM_EINVAL, "%s: empty file", path);
     free(text);
@@ -179,8 +181,8 @@ static int write_items(const char *dir, const char *stage, lm_err *err)
         for (int g = 0; !rc && g < ML_GENRES; g++) {
             const char *v = f[5 + g];
             if (strcmp(v, "0") && strcmp(v, "1")) {
-                rc = lm_err_set(err, LM_EINVAL, "%s:%llu:%d: genre flag must be 0 or 1", path, (unsigned long long)ln,
-                                6 + g);
+                rc = lm_err_set(err, LM_EINVAL, "%s:%llu:%d: genre flag must be 0 or 1", path,
+                                (unsigned long long)ln, 6 + g);
                 break;
             }
             if (v[0] == '1' && first < 0) first = g;
@@ -335,7 +337,8 @@ int lm_prepare_movielens(const char *ml_dir, const char *out_dir, int task_def, 
     if (!rc) {
         json = schema_json(task_def, nocc);
         spath = lm_path_join(stage, "schema.json");
-        log = task_def == LM_ML_TASK_USER_GENRE ? lm_path_join(stage, "u.data.genre.tsv") : lm_path_join(ml_dir, "u.data");
+        log = task_def == LM_ML_TASK_USER_GENRE ? lm_path_join(stage, "u.data.genre.tsv")
+                                                : lm_path_join(ml_dir, "u.data");
         if (!json || !spath || !log) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
     }
     if (!rc) rc = lm_write_file_atomic(spath, json, strlen(json), err);

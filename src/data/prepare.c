@@ -35,8 +35,8 @@ void lm_prepare_opts_default(lm_prepare_opts *o)
 
 /* Where a feature's value comes from: a log column or a joined table's kept column. */
 typedef struct src {
-    int table;     /* -1: the log */
-    uint32_t idx;  /* log column, or column among the table's kept ones */
+    int table;    /* -1: the log */
+    uint32_t idx; /* log column, or column among the table's kept ones */
 } src;
 
 typedef struct prep {
@@ -45,10 +45,10 @@ typedef struct prep {
     lm_prepare_summary *sum;
     lm_err *err;
     uint32_t nf, nc, payload;
-    src *feat;              /* nf + nc sources */
+    src *feat; /* nf + nc sources */
     lm_jtable *jt;
     size_t njt;
-    uint32_t *jt_need_n;    /* per table: kept columns */
+    uint32_t *jt_need_n; /* per table: kept columns */
     /* per input file */
     size_t ncols;
     char **cols;
@@ -58,7 +58,7 @@ typedef struct prep {
     lm_sorter *sorter;
     double max_time;
     int have_time;
-    char *key;              /* scratch for the task key */
+    char *key; /* scratch for the task key */
     size_t key_cap;
 } prep;
 
@@ -127,8 +127,9 @@ static int setup_joins(prep *p, char **logcols, size_t nlog, const char *logname
         int rc = lm_jtable_open(&p->jt[j], &s->join[j], p->err);
         if (rc) return rc;
         if (find_col(logcols, nlog, s->join[j].on) < 0)
-            return lm_err_set(p->err, LM_ENOTFOUND, "%s: the join key column '%s' (of %s) is not in the header",
-                              logname, s->join[j].on, s->join[j].file);
+            return lm_err_set(p->err, LM_ENOTFOUND,
+                              "%s: the join key column '%s' (of %s) is not in the header", logname,
+                              s->join[j].on, s->join[j].file);
     }
     uint32_t nfeat = p->nf + p->nc;
     for (size_t j = 0; j < p->njt; j++) {
@@ -190,18 +191,20 @@ static int map_columns(prep *p, const char *file, lm_csv *r, lm_field *f, int fi
         p->cols = calloc(s->ncolumns, sizeof(char *));
         if (!p->cols) return lm_err_set(p->err, LM_ENOMEM, "out of memory");
         for (size_t i = 0; i < s->ncolumns; i++) {
-            if (!(p->cols[i] = lm_strdup(s->columns[i]))) return lm_err_set(p->err, LM_ENOMEM, "out of memory");
+            if (!(p->cols[i] = lm_strdup(s->columns[i])))
+                return lm_err_set(p->err, LM_ENOMEM, "out of memory");
             p->ncols = i + 1;
         }
     }
     const char *where = s->header ? "header" : "schema's \"columns\"";
-#define NEED(var, name, role)                                                                        \
-    do {                                                                                             \
-        int c_ = find_col(p->cols, p->ncols, (name));                                               \
-        if (c_ < 0)                                                                                  \
-            return lm_err_set(p->err, LM_ENOTFOUND, "%s: column '%s' (%s in the schema %s) is not in the %s", \
-                              file, (name), (role), s->path ? s->path : "", where);                 \
-        (var) = (uint32_t)c_;                                                                        \
+#define NEED(var, name, role)                                                                                \
+    do {                                                                                                     \
+        int c_ = find_col(p->cols, p->ncols, (name));                                                        \
+        if (c_ < 0)                                                                                          \
+            return lm_err_set(p->err, LM_ENOTFOUND,                                                          \
+                              "%s: column '%s' (%s in the schema %s) is not in the %s", file, (name),        \
+                              (role), s->path ? s->path : "", where);                                        \
+        (var) = (uint32_t)c_;                                                                                \
     } while (0)
     if (s->ntask > 64) return lm_err_set(p->err, LM_EINVAL, "%s: more than 64 task columns", s->path);
     for (size_t i = 0; i < s->ntask; i++) NEED(p->task_col[i], s->task[i], "task");
@@ -249,15 +252,17 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
 {
     const lm_schema *s = p->s;
     if (n != p->ncols)
-        return bad_row(p, file, line, LM_MIN(n, p->ncols) + 1, "expected %zu columns, found %s%zu",
-                       p->ncols, n > MAX_COLS ? "more than " : "", LM_MIN(n, (size_t)MAX_COLS));
+        return bad_row(p, file, line, LM_MIN(n, p->ncols) + 1, "expected %zu columns, found %s%zu", p->ncols,
+                       n > MAX_COLS ? "more than " : "", LM_MIN(n, (size_t)MAX_COLS));
     /* task key */
     size_t klen = 0;
     for (size_t i = 0; i < s->ntask; i++) {
         const lm_field *t = &f[p->task_col[i]];
-        if (!t->len) return bad_row(p, file, line, p->task_col[i] + 1, "column '%s': empty task key", s->task[i]);
+        if (!t->len)
+            return bad_row(p, file, line, p->task_col[i] + 1, "column '%s': empty task key", s->task[i]);
         if (memchr(t->p, LM_KEY_SEP, t->len))
-            return bad_row(p, file, line, p->task_col[i] + 1, "column '%s': control character in the task key", s->task[i]);
+            return bad_row(p, file, line, p->task_col[i] + 1,
+                           "column '%s': control character in the task key", s->task[i]);
         if (lm_grow((void **)&p->key, &p->key_cap, klen + t->len + 1, 1))
             return lm_err_set(p->err, LM_ENOMEM, "out of memory");
         if (i) p->key[klen++] = LM_KEY_SEP;
@@ -267,33 +272,42 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
     if (klen > 4096) return bad_row(p, file, line, p->task_col[0] + 1, "task key longer than 4096 bytes");
     double tm, lab, tie = 0;
     int r = lm_parse_f64_fast(f[p->time_col].p, f[p->time_col].len, &tm)
-                ? LM_NUM_OK : lm_parse_f64(f[p->time_col].p, f[p->time_col].len, &tm);
-    if (r) return bad_row(p, file, line, p->time_col + 1, "column '%s' (time): %s: \"%.*s\"", s->time,
-                          lm_num_what(r), (int)LM_MIN(f[p->time_col].len, 40u), f[p->time_col].p);
+                ? LM_NUM_OK
+                : lm_parse_f64(f[p->time_col].p, f[p->time_col].len, &tm);
+    if (r)
+        return bad_row(p, file, line, p->time_col + 1, "column '%s' (time): %s: \"%.*s\"", s->time,
+                       lm_num_what(r), (int)LM_MIN(f[p->time_col].len, 40u), f[p->time_col].p);
     const lm_field *lf = &f[p->label_col];
     r = lm_parse_f64_fast(lf->p, lf->len, &lab) ? LM_NUM_OK : lm_parse_f64(lf->p, lf->len, &lab);
-    if (r == LM_NUM_EMPTY) return bad_row(p, file, line, p->label_col + 1, "column '%s': missing label", s->label);
-    if (r) return bad_row(p, file, line, p->label_col + 1, "column '%s' (label): %s: \"%.*s\"", s->label,
-                          lm_num_what(r), (int)LM_MIN(lf->len, 40u), lf->p);
+    if (r == LM_NUM_EMPTY)
+        return bad_row(p, file, line, p->label_col + 1, "column '%s': missing label", s->label);
+    if (r)
+        return bad_row(p, file, line, p->label_col + 1, "column '%s' (label): %s: \"%.*s\"", s->label,
+                       lm_num_what(r), (int)LM_MIN(lf->len, 40u), lf->p);
     if (!isfinite((float)lab))
         return bad_row(p, file, line, p->label_col + 1, "column '%s' (label): %s: \"%.*s\"", s->label,
                        lm_num_what(LM_NUM_NONFINITE), (int)LM_MIN(lf->len, 40u), lf->p);
     if (s->label_type == LM_LABEL_BINARY) {
-        if (s->label_has_threshold) lab = lab >= s->label_threshold ? 1.0 : 0.0;
+        if (s->label_has_threshold)
+            lab = lab >= s->label_threshold ? 1.0 : 0.0;
         else if (lab != 0.0 && lab != 1.0)
-            return bad_row(p, file, line, p->label_col + 1, "column '%s': a binary label must be 0 or 1, found \"%.*s\"",
-                           s->label, (int)LM_MIN(lf->len, 40u), lf->p);
+            return bad_row(p, file, line, p->label_col + 1,
+                           "column '%s': a binary label must be 0 or 1, found \"%.*s\"", s->label,
+                           (int)LM_MIN(lf->len, 40u), lf->p);
     }
     int split = SPLIT_NONE;
     if (p->split_col != UINT32_MAX) {
         split = parse_split(&f[p->split_col]);
         if (split < 0)
-            return bad_row(p, file, line, p->split_col + 1, "column '%s': split must be train, val or test, found \"%.*s\"",
-                           s->split, (int)LM_MIN(f[p->split_col].len, 40u), f[p->split_col].p);
+            return bad_row(p, file, line, p->split_col + 1,
+                           "column '%s': split must be train, val or test, found \"%.*s\"", s->split,
+                           (int)LM_MIN(f[p->split_col].len, 40u), f[p->split_col].p);
     }
     if (p->tie_col != UINT32_MAX) {
         r = lm_parse_f64(f[p->tie_col].p, f[p->tie_col].len, &tie);
-        if (r) return bad_row(p, file, line, p->tie_col + 1, "column '%s' (tiebreak): %s", s->tiebreak, lm_num_what(r));
+        if (r)
+            return bad_row(p, file, line, p->tie_col + 1, "column '%s' (tiebreak): %s", s->tiebreak,
+                           lm_num_what(r));
     }
     /* joined rows */
     int64_t jrow[64];
@@ -327,7 +341,9 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
     for (uint32_t i = 0; i < p->nf + p->nc; i++) {
         src sc = p->feat[i];
         if (sc.table >= 0) {
-            cells[i] = jrow[sc.table] >= 0 ? p->jt[sc.table].cells[jrow[sc.table] * p->jt_need_n[sc.table] + sc.idx] : 0;
+            cells[i] = jrow[sc.table] >= 0
+                           ? p->jt[sc.table].cells[jrow[sc.table] * p->jt_need_n[sc.table] + sc.idx]
+                           : 0;
             continue;
         }
         const lm_field *v = &f[p->feat_col[i]];
@@ -336,11 +352,14 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
             r = lm_parse_f64_fast(v->p, v->len, &d) ? LM_NUM_OK : lm_parse_f64(v->p, v->len, &d);
             float x = (float)d;
             if (!r && !isfinite(x)) r = LM_NUM_NONFINITE;
-            if (r) return bad_row(p, file, line, p->feat_col[i] + 1, "column '%s': %s: \"%.*s\"", feat_name(s, i),
-                                  lm_num_what(r), (int)LM_MIN(v->len, 40u), v->p);
+            if (r)
+                return bad_row(p, file, line, p->feat_col[i] + 1, "column '%s': %s: \"%.*s\"",
+                               feat_name(s, i), lm_num_what(r), (int)LM_MIN(v->len, 40u), v->p);
             memcpy(&cells[i], &x, 4);
         } else {
-            if (!v->len) return bad_row(p, file, line, p->feat_col[i] + 1, "column '%s': empty value", feat_name(s, i));
+            if (!v->len)
+                return bad_row(p, file, line, p->feat_col[i] + 1, "column '%s': empty value",
+                               feat_name(s, i));
             cells[i] = lm_cat_id(v->p, v->len, s->cat[i - p->nf].buckets);
         }
     }
@@ -376,9 +395,9 @@ static int read_input(prep *p, const char *file, int first_file, lm_field *f)
 
 /* The records of the task being grouped, copied out of the sorter (whose buffer moves on). */
 typedef struct taskbuf {
-    char *mem;           /* the records, back to back */
+    char *mem; /* the records, back to back */
     size_t used, cap;
-    size_t *off;         /* offset of each record in mem */
+    size_t *off; /* offset of each record in mem */
     size_t n, off_cap;
 } taskbuf;
 
@@ -394,8 +413,10 @@ static int is_new_task(const lm_prepare_opts *o, const char *key, size_t len)
         int ok = n > 0 && n <= 18;
         for (size_t i = 0; ok && i < n; i++) {
             unsigned d = (unsigned)(key[i] - '0');
-            if (d > 9) ok = 0;
-            else v = v * 10 + d;
+            if (d > 9)
+                ok = 0;
+            else
+                v = v * 10 + d;
         }
         if (!ok) v = lm_hash64(key, n, 0x6e6577ull);
         return o->new_mod ? v % o->new_mod == 0 : 0;
@@ -443,8 +464,10 @@ static int flush_task(prep *p, const taskbuf *tb, lm_dswriter *w, char *row)
         }
         size_t nsup = (size_t)ceil(o->support_frac * (double)ntrain - 1e-9);
         for (size_t i = 0; i < m; i++)
-            sp[i] = i < nsup ? LM_SPLIT_SUPPORT : i < ntrain ? LM_SPLIT_QUERY
-                  : i < ntrain + nval ? LM_SPLIT_VAL : LM_SPLIT_TEST;
+            sp[i] = i < nsup            ? LM_SPLIT_SUPPORT
+                    : i < ntrain        ? LM_SPLIT_QUERY
+                    : i < ntrain + nval ? LM_SPLIT_VAL
+                                        : LM_SPLIT_TEST;
     }
     uint32_t nsplit[LM_SPLIT_COUNT] = {0};
     int contiguous = 1, rc = LM_OK;
@@ -521,7 +544,9 @@ static char *info_json(const prep *p, const char *const *inputs, size_t ninputs)
     cJSON_AddNumberToObject(op, "val_frac", o->val_frac);
     cJSON_AddNumberToObject(op, "new_val_frac", o->new_val_frac);
     cJSON_AddNumberToObject(op, "support_frac", o->support_frac);
-    const char *rule = o->new_rule == LM_NEWRULE_MOD ? "mod" : o->new_rule == LM_NEWRULE_HASH ? "hash" : "none";
+    const char *rule = o->new_rule == LM_NEWRULE_MOD    ? "mod"
+                       : o->new_rule == LM_NEWRULE_HASH ? "hash"
+                                                        : "none";
     cJSON_AddStringToObject(op, "new_rule", p->s->split ? "split column" : rule);
     cJSON_AddNumberToObject(op, "new_mod", (double)o->new_mod);
     cJSON_AddNumberToObject(op, "new_frac", o->new_frac);
@@ -547,8 +572,9 @@ static char *info_json(const prep *p, const char *const *inputs, size_t ninputs)
 
 static int check_opts(const lm_prepare_opts *o, lm_err *err)
 {
-#define FRAC(x, name) \
-    if (!((x) >= 0 && (x) <= 1)) return lm_err_set(err, LM_EINVAL, "--%s must be in [0, 1], got %g", name, (double)(x))
+#define FRAC(x, name)                                                                                        \
+    if (!((x) >= 0 && (x) <= 1))                                                                             \
+    return lm_err_set(err, LM_EINVAL, "--%s must be in [0, 1], got %g", name, (double)(x))
     FRAC(o->train_frac, "train");
     FRAC(o->val_frac, "val");
     FRAC(o->new_val_frac, "new-val");
@@ -563,8 +589,8 @@ static int check_opts(const lm_prepare_opts *o, lm_err *err)
     return LM_OK;
 }
 
-int lm_prepare(const lm_schema *schema, const char *const *inputs, size_t ninputs,
-               const char *out_dir, const lm_prepare_opts *o, lm_prepare_summary *sum, lm_err *err)
+int lm_prepare(const lm_schema *schema, const char *const *inputs, size_t ninputs, const char *out_dir,
+               const lm_prepare_opts *o, lm_prepare_summary *sum, lm_err *err)
 {
     double t0 = lm_now();
     memset(sum, 0, sizeof *sum);

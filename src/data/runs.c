@@ -34,7 +34,7 @@ typedef struct run_reader {
 struct lm_sorter {
     size_t mem;
     char *tmp_dir;
-    char *buf;               /* records */
+    char *buf; /* records */
     size_t buf_cap, used;
     entry *ents, *tmp;
     size_t nents, ents_cap;
@@ -43,7 +43,7 @@ struct lm_sorter {
     size_t nruns;
     size_t peak;
     /* reading */
-    int mode;                /* 0 filling, 1 memory stream, 2 merging */
+    int mode; /* 0 filling, 1 memory stream, 2 merging */
     size_t pos;
     run_reader *readers;
     size_t *heap, nheap;
@@ -215,7 +215,8 @@ static int spill(lm_sorter *s, lm_err *err)
 int lm_sorter_reserve(lm_sorter *s, uint32_t len, lm_rec **rec, lm_err *err)
 {
     LM_ASSERT(s->mode == 0 && len % 8 == 0);
-    if (len > s->buf_cap / 4) return lm_err_set(err, LM_ELIMIT, "record of %u bytes too large for the sort buffer", len);
+    if (len > s->buf_cap / 4)
+        return lm_err_set(err, LM_ELIMIT, "record of %u bytes too large for the sort buffer", len);
     if (s->used + len > s->buf_cap || s->nents + 1 > s->ents_cap) {
         int rc = spill(s, err);
         if (rc) return rc;
@@ -261,8 +262,7 @@ static int reader_next(lm_sorter *s, size_t i, lm_err *err)
     run_reader *r = &s->readers[i];
     if (r->cur) r->beg += r->cur->len;
     r->cur = NULL;
-    if (r->end - r->beg < sizeof(lm_rec) ||
-        r->end - r->beg < ((const lm_rec *)(r->buf + r->beg))->len) {
+    if (r->end - r->beg < sizeof(lm_rec) || r->end - r->beg < ((const lm_rec *)(r->buf + r->beg))->len) {
         int rc = reader_fill(r, s->run_paths[i], err);
         if (rc) return rc;
     }
@@ -360,8 +360,14 @@ const lm_rec *lm_sorter_next(lm_sorter *s, int *rc, lm_err *err)
     return s->readers[s->heap[0]].cur;
 }
 
-uint64_t lm_sorter_runs(const lm_sorter *s) { return s->nruns; }
-size_t lm_sorter_peak_bytes(const lm_sorter *s) { return s->peak; }
+uint64_t lm_sorter_runs(const lm_sorter *s)
+{
+    return s->nruns;
+}
+size_t lm_sorter_peak_bytes(const lm_sorter *s)
+{
+    return s->peak;
+}
 
 void lm_sorter_free(lm_sorter *s)
 {

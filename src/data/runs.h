@@ -9,12 +9,12 @@
 /* A record as it travels through the sort. The task key follows the header, padded to 8
  * bytes, then `payload` bytes (label, features, ids). */
 typedef struct lm_rec {
-    uint64_t hash;     /* hash of the task key */
+    uint64_t hash; /* hash of the task key */
     double time;
-    double tie;        /* tiebreak value, 0 when the schema names none */
-    uint32_t len;      /* whole record, a multiple of 8 */
+    double tie;   /* tiebreak value, 0 when the schema names none */
+    uint32_t len; /* whole record, a multiple of 8 */
     uint16_t keylen;
-    uint8_t split;     /* LM_SPLIT_* from a split column, or 255 */
+    uint8_t split; /* LM_SPLIT_* from a split column, or 255 */
     uint8_t pad;
 } lm_rec;
 

@@ -10,8 +10,10 @@ static void line_col(const char *text, size_t pos, size_t *line, size_t *col)
 {
     size_t l = 1, c = 1;
     for (size_t i = 0; i < pos && text[i]; i++) {
-        if (text[i] == '\n') l++, c = 1;
-        else c++;
+        if (text[i] == '\n')
+            l++, c = 1;
+        else
+            c++;
     }
     *line = l;
     *col = c;
@@ -63,7 +65,8 @@ static int get_names(ctx *c, const cJSON *root, const char *key, int min, char *
     if (!*out) return lm_err_set(c->err, LM_ENOMEM, "out of memory");
     int i = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         if (!cJSON_IsString(e) || !e->valuestring[0])
             return lm_err_set(c->err, LM_EINVAL, "%s: key '%s': element %d must be a non-empty string",
                               c->path, key, i);
@@ -80,9 +83,12 @@ static int get_delim(ctx *c, const cJSON *root, const char *key, char def, char 
     if (!v) return LM_OK;
     if (!cJSON_IsString(v)) return bad(c, key, "must be a one-character string such as \",\" or \"\\t\"");
     const char *s = v->valuestring;
-    if (!strcmp(s, "\\t") || !strcmp(s, "tab")) *out = '\t';
-    else if (strlen(s) == 1 && s[0] != '"' && s[0] != '\n' && s[0] != '\r') *out = s[0];
-    else return bad(c, key, "must be a one-character string such as \",\" or \"\\t\"");
+    if (!strcmp(s, "\\t") || !strcmp(s, "tab"))
+        *out = '\t';
+    else if (strlen(s) == 1 && s[0] != '"' && s[0] != '\n' && s[0] != '\r')
+        *out = s[0];
+    else
+        return bad(c, key, "must be a one-character string such as \",\" or \"\\t\"");
     return LM_OK;
 }
 
@@ -108,10 +114,12 @@ static int parse_label(ctx *c, const cJSON *root, lm_schema *s)
     if (rc) return rc;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
     if (t) {
-        if (cJSON_IsString(t) && !strcmp(t->valuestring, "binary")) s->label_type = LM_LABEL_BINARY;
+        if (cJSON_IsString(t) && !strcmp(t->valuestring, "binary"))
+            s->label_type = LM_LABEL_BINARY;
         else if (cJSON_IsString(t) && !strcmp(t->valuestring, "regression"))
             s->label_type = LM_LABEL_REGRESSION;
-        else return bad(c, "label.type", "must be \"binary\" or \"regression\"");
+        else
+            return bad(c, "label.type", "must be \"binary\" or \"regression\"");
     }
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "min");
     if (m) {
@@ -128,13 +136,15 @@ static int parse_categorical(ctx *c, const cJSON *root, lm_schema *s)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "categorical");
     if (!v) return LM_OK;
-    if (!cJSON_IsArray(v)) return bad(c, "categorical", "must be an array of {\"column\", \"buckets\", \"dim\"}");
+    if (!cJSON_IsArray(v))
+        return bad(c, "categorical", "must be an array of {\"column\", \"buckets\", \"dim\"}");
     int len = cJSON_GetArraySize(v);
     s->cat = calloc((size_t)len + 1, sizeof *s->cat);
     if (!s->cat) return lm_err_set(c->err, LM_ENOMEM, "out of memory");
     const cJSON *e;
     int i = 0;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         char key[64];
         snprintf(key, sizeof key, "categorical[%d]", i);
         if (!cJSON_IsObject(e)) return bad(c, key, "must be an object {\"column\", \"buckets\", \"dim\"}");
@@ -144,16 +154,19 @@ static int parse_categorical(ctx *c, const cJSON *root, lm_schema *s)
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(e, "buckets");
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "dim");
         if (!cJSON_IsString(col) || !col->valuestring[0]) return bad(c, key, "\"column\" must name a column");
-        if (!(cs->column = lm_strdup(col->valuestring))) return lm_err_set(c->err, LM_ENOMEM, "out of memory");
+        if (!(cs->column = lm_strdup(col->valuestring)))
+            return lm_err_set(c->err, LM_ENOMEM, "out of memory");
         if (!cJSON_IsNumber(b) || b->valuedouble < 1 || b->valuedouble > 4294967295.0 ||
             b->valuedouble != (double)(uint64_t)b->valuedouble)
             return bad(c, key, "\"buckets\" must be a positive integer");
         cs->buckets = (uint32_t)b->valuedouble;
-        if (!d) cs->dim = 8;
+        if (!d)
+            cs->dim = 8;
         else if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble > 4096 ||
                  d->valuedouble != (double)(uint32_t)d->valuedouble)
             return bad(c, key, "\"dim\" must be an integer in [1, 4096]");
-        else cs->dim = (uint32_t)d->valuedouble;
+        else
+            cs->dim = (uint32_t)d->valuedouble;
     }
     return LM_OK;
 }
@@ -170,25 +183,41 @@ static int parse_join(ctx *c, const cJSON *root, lm_schema *s)
     if (!base) return lm_err_set(c->err, LM_ENOMEM, "out of memory");
     const cJSON *e;
     int i = 0, rc = LM_OK;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         char key[64];
         snprintf(key, sizeof key, "join[%d]", i);
         lm_join_spec *j = &s->join[i];
         s->njoin = (size_t)++i;
-        if (!cJSON_IsObject(e)) { rc = bad(c, key, "must be an object {\"file\", \"on\"}"); break; }
+        if (!cJSON_IsObject(e)) {
+            rc = bad(c, key, "must be an object {\"file\", \"on\"}");
+            break;
+        }
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
         const cJSON *on = cJSON_GetObjectItemCaseSensitive(e, "on");
-        if (!cJSON_IsString(f) || !f->valuestring[0]) { rc = bad(c, key, "\"file\" must name a file"); break; }
-        if (!cJSON_IsString(on) || !on->valuestring[0]) { rc = bad(c, key, "\"on\" must name the key column"); break; }
+        if (!cJSON_IsString(f) || !f->valuestring[0]) {
+            rc = bad(c, key, "\"file\" must name a file");
+            break;
+        }
+        if (!cJSON_IsString(on) || !on->valuestring[0]) {
+            rc = bad(c, key, "\"on\" must name the key column");
+            break;
+        }
         j->file = f->valuestring[0] == '/' || !c->path ? lm_strdup(f->valuestring)
                                                        : lm_path_join(base, f->valuestring);
         j->on = lm_strdup(on->valuestring);
-        if (!j->file || !j->on) { rc = lm_err_set(c->err, LM_ENOMEM, "out of memory"); break; }
+        if (!j->file || !j->on) {
+            rc = lm_err_set(c->err, LM_ENOMEM, "out of memory");
+            break;
+        }
         ctx sub = {c->path, c->err};
         if ((rc = get_delim(&sub, e, "delimiter", s->delimiter, &j->delimiter))) break;
         if ((rc = get_bool(&sub, e, "header", 1, &j->header))) break;
         if ((rc = get_names(&sub, e, "columns", 0, &j->columns, &j->ncolumns))) break;
-        if (!j->header && !j->ncolumns) { rc = bad(c, key, "without a header, \"columns\" must name the columns"); break; }
+        if (!j->header && !j->ncolumns) {
+            rc = bad(c, key, "without a header, \"columns\" must name the columns");
+            break;
+        }
     }
     free(base);
     return rc;
@@ -200,7 +229,14 @@ static int check_duplicates(ctx *c, const lm_schema *s)
     const char *names[4096];
     const char *roles[4096];
     size_t n = 0;
-#define ADD(nm, role) do { if (n < 4096) { names[n] = (nm); roles[n] = (role); n++; } } while (0)
+#define ADD(nm, role)                                                                                        \
+    do {                                                                                                     \
+        if (n < 4096) {                                                                                      \
+            names[n] = (nm);                                                                                 \
+            roles[n] = (role);                                                                               \
+            n++;                                                                                             \
+        }                                                                                                    \
+    } while (0)
     for (size_t i = 0; i < s->nmeta; i++) ADD(s->meta[i], "meta");
     for (size_t i = 0; i < s->ndense; i++) ADD(s->dense[i], "dense");
     for (size_t i = 0; i < s->ncat; i++) ADD(s->cat[i].column, "categorical");
@@ -219,11 +255,11 @@ static int check_duplicates(ctx *c, const lm_schema *s)
  * are comments. */
 static int check_keys(ctx *c, const cJSON *root)
 {
-    static const char *known[] = {"delimiter", "header",      "columns", "task",     "time",
-                                  "label",     "meta",        "dense",   "categorical", "split",
-                                  "tiebreak",  "join"};
+    static const char *known[] = {"delimiter", "header", "columns",     "task",  "time",     "label",
+                                  "meta",      "dense",  "categorical", "split", "tiebreak", "join"};
     const cJSON *e;
-    cJSON_ArrayForEach(e, root) {
+    cJSON_ArrayForEach(e, root)
+    {
         if (e->string[0] == '_') continue;
         size_t i = 0;
         while (i < sizeof known / sizeof known[0] && strcmp(known[i], e->string)) i++;
@@ -266,7 +302,8 @@ int lm_schema_parse(lm_schema **out, const char *json, size_t len, const char *p
     if (!rc) rc = get_delim(&c, root, "delimiter", ',', &s->delimiter);
     if (!rc) rc = get_bool(&c, root, "header", 1, &s->header);
     if (!rc) rc = get_names(&c, root, "columns", 0, &s->columns, &s->ncolumns);
-    if (!rc && !s->header && !s->ncolumns) rc = bad(&c, "columns", "without a header line, \"columns\" must name the columns");
+    if (!rc && !s->header && !s->ncolumns)
+        rc = bad(&c, "columns", "without a header line, \"columns\" must name the columns");
     if (!rc) rc = get_names(&c, root, "task", 1, &s->task, &s->ntask);
     if (!rc) rc = get_string(&c, root, "time", 1, &s->time);
     if (!rc) rc = parse_label(&c, root, s);
@@ -278,7 +315,8 @@ int lm_schema_parse(lm_schema **out, const char *json, size_t len, const char *p
     if (!rc) rc = parse_join(&c, root, s);
     if (!rc) rc = check_keys(&c, root);
     if (!rc && s->nmeta + s->ndense + s->ncat == 0)
-        rc = lm_err_set(err, LM_EINVAL, "%s: the schema names no features (meta, dense or categorical)", name);
+        rc =
+            lm_err_set(err, LM_EINVAL, "%s: the schema names no features (meta, dense or categorical)", name);
     if (!rc && s->nmeta + s->ndense + s->ncat > 4000)
         rc = lm_err_set(err, LM_EINVAL, "%s: more than 4000 feature columns", name);
     if (!rc) rc = check_duplicates(&c, s);

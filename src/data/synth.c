@@ -27,36 +27,36 @@
  * Constants of the generative model
  * ========================================================================================== */
 
-#define SY_DIM 8           /* latent dimension of tastes and items */
-#define SY_NSEG 6          /* member segments */
-#define SY_NCHAN 4         /* notification channels */
+#define SY_DIM 8            /* latent dimension of tastes and items */
+#define SY_NSEG 6           /* member segments */
+#define SY_NCHAN 4          /* notification channels */
 #define SY_T0 1700000000ULL /* first second of the log */
 
-#define SY_BLOCK_TASKS 4096u       /* tasks per block (fewer when tasks are large) */
-#define SY_BLOCK_ROWS (1u << 17)   /* aim for about this many rows per block */
-#define SY_ITEMS_MAX 10000000u     /* the item table costs about 110 bytes per item */
-#define SY_EXAMPLES_MAX 1000000u   /* per task: bounds a block's memory */
-#define SY_DAYS_MAX 36500.0        /* keeps ts offsets within 32 bits */
+#define SY_BLOCK_TASKS 4096u          /* tasks per block (fewer when tasks are large) */
+#define SY_BLOCK_ROWS (1u << 17)      /* aim for about this many rows per block */
+#define SY_ITEMS_MAX 10000000u        /* the item table costs about 110 bytes per item */
+#define SY_EXAMPLES_MAX 1000000u      /* per task: bounds a block's memory */
+#define SY_DAYS_MAX 36500.0           /* keeps ts offsets within 32 bits */
 #define SY_TASKS_MAX 1000000000000ULL /* 10^12: far beyond any disk, and no id overflow */
-#define SY_OUTBUF (4u << 20)       /* output buffer */
-#define SY_LINE_MAX 512            /* a line is at most ~200 bytes; flush below this */
-#define SY_FEAT_SLOT 64            /* item feature text: 63 bytes and a length byte */
-#define SY_META_SLOT 32            /* task meta text */
+#define SY_OUTBUF (4u << 20)          /* output buffer */
+#define SY_LINE_MAX 512               /* a line is at most ~200 bytes; flush below this */
+#define SY_FEAT_SLOT 64               /* item feature text: 63 bytes and a length byte */
+#define SY_META_SLOT 32               /* task meta text */
 
-static const double SY_B0 = -0.75;        /* global intercept: about 40% positives */
-static const double SY_SEG_SD = 0.6;      /* segment taste u_s, per dimension */
-static const double SY_DEV_SD = 1.0;      /* personal deviation d_i: larger than u_s */
-static const double SY_META_SHIFT = 0.35; /* how much age, gender, tenure move d_i */
-static const double SY_DRIFT_SD = 0.7;    /* taste drift r_i over one horizon */
-static const double SY_BASE_SD = 1.0;     /* personal base rate a_i */
-static const double SY_SEG_BASE_SD = 0.3; /* segment base rate */
-static const double SY_CHAN_SD = 0.6;     /* personal channel effects c_{i,ch} */
-static const double SY_CHAN_PREF_SD = 1.2;/* spread of a task's channel preferences (log) */
-static const double SY_ITEM_BIAS_SD = 0.5;/* item bias b_j */
-static const double SY_DOT_SCALE = 1.5;   /* weight of taste . item / sqrt(8) */
-static const double SY_FEAT_NOISE = 0.3;  /* item features = q_j + noise */
-static const double SY_HOUR_AMP = 0.25;   /* diurnal effect, peaking at 20:00 UTC */
-static const double SY_COUNT_SIGMA = 1.1; /* log-sd of the examples-per-task law */
+static const double SY_B0 = -0.75;         /* global intercept: about 40% positives */
+static const double SY_SEG_SD = 0.6;       /* segment taste u_s, per dimension */
+static const double SY_DEV_SD = 1.0;       /* personal deviation d_i: larger than u_s */
+static const double SY_META_SHIFT = 0.35;  /* how much age, gender, tenure move d_i */
+static const double SY_DRIFT_SD = 0.7;     /* taste drift r_i over one horizon */
+static const double SY_BASE_SD = 1.0;      /* personal base rate a_i */
+static const double SY_SEG_BASE_SD = 0.3;  /* segment base rate */
+static const double SY_CHAN_SD = 0.6;      /* personal channel effects c_{i,ch} */
+static const double SY_CHAN_PREF_SD = 1.2; /* spread of a task's channel preferences (log) */
+static const double SY_ITEM_BIAS_SD = 0.5; /* item bias b_j */
+static const double SY_DOT_SCALE = 1.5;    /* weight of taste . item / sqrt(8) */
+static const double SY_FEAT_NOISE = 0.3;   /* item features = q_j + noise */
+static const double SY_HOUR_AMP = 0.25;    /* diurnal effect, peaking at 20:00 UTC */
+static const double SY_COUNT_SIGMA = 1.1;  /* log-sd of the examples-per-task law */
 
 static const double sy_chan_global[SY_NCHAN] = {0.3, 0.0, -0.3, -0.6};
 static const double sy_seg_weight[SY_NSEG] = {0.24, 0.20, 0.18, 0.15, 0.13, 0.10};
@@ -96,18 +96,16 @@ static int check_opts(const lm_synth_opts *o, lm_err *err)
         return lm_err_set(err, LM_EINVAL, "tasks: must be between 1 and %llu, got %llu",
                           (unsigned long long)SY_TASKS_MAX, (unsigned long long)o->tasks);
     if (o->max_examples < 1 || o->max_examples > SY_EXAMPLES_MAX)
-        return lm_err_set(err, LM_EINVAL, "max_examples: must be between 1 and %u, got %u",
-                          SY_EXAMPLES_MAX, o->max_examples);
+        return lm_err_set(err, LM_EINVAL, "max_examples: must be between 1 and %u, got %u", SY_EXAMPLES_MAX,
+                          o->max_examples);
     if (!(o->mean_examples >= 1 && o->mean_examples <= (double)o->max_examples))
-        return lm_err_set(err, LM_EINVAL,
-                          "mean_examples: must be between 1 and max_examples (%u), got %g",
+        return lm_err_set(err, LM_EINVAL, "mean_examples: must be between 1 and max_examples (%u), got %g",
                           o->max_examples, o->mean_examples);
     if (o->items < 2 || o->items > SY_ITEMS_MAX)
-        return lm_err_set(err, LM_EINVAL, "items: must be between 2 and %u, got %u",
-                          SY_ITEMS_MAX, o->items);
+        return lm_err_set(err, LM_EINVAL, "items: must be between 2 and %u, got %u", SY_ITEMS_MAX, o->items);
     if (!(o->days > 0 && o->days <= SY_DAYS_MAX))
-        return lm_err_set(err, LM_EINVAL, "days: must be above 0 and at most %g, got %g",
-                          SY_DAYS_MAX, o->days);
+        return lm_err_set(err, LM_EINVAL, "days: must be above 0 and at most %g, got %g", SY_DAYS_MAX,
+                          o->days);
     if (!(o->new_frac >= 0 && o->new_frac < 1))
         return lm_err_set(err, LM_EINVAL, "new_frac: must be in [0, 1), got %g", o->new_frac);
     return LM_OK;
@@ -196,17 +194,17 @@ static inline double sy_clamp(double x, double lo, double hi)
 
 typedef struct sy_model {
     uint32_t items;
-    uint32_t horizon_s;      /* seconds in the log */
-    double horizon;          /* the same, as a double */
+    uint32_t horizon_s; /* seconds in the log */
+    double horizon;     /* the same, as a double */
     double new_frac;
-    double extra_mean;       /* mean examples - 1 (every task has one for free) */
+    double extra_mean; /* mean examples - 1 (every task has one for free) */
     uint32_t max_examples;
     uint64_t seed;
-    float *q;                /* (items, SY_DIM): item latents, item_id j at row j-1 */
-    float *bias;             /* (items): item biases b_j */
-    uint32_t *alias_thr;     /* (items): Zipf sampling by the alias method */
-    uint32_t *alias_to;      /* (items) */
-    char *feat;              /* (items, SY_FEAT_SLOT): "i_f0,...,i_f7" text, length last */
+    float *q;            /* (items, SY_DIM): item latents, item_id j at row j-1 */
+    float *bias;         /* (items): item biases b_j */
+    uint32_t *alias_thr; /* (items): Zipf sampling by the alias method */
+    uint32_t *alias_to;  /* (items) */
+    char *feat;          /* (items, SY_FEAT_SLOT): "i_f0,...,i_f7" text, length last */
     double seg_pref[SY_NSEG][SY_DIM];
     double seg_base[SY_NSEG];
     double seg_cdf[SY_NSEG];
@@ -224,16 +222,17 @@ static void model_free(sy_model *m)
 
 /* Vose's alias table for weights w[0..n): one uniform 64-bit draw then picks an index in O(1).
  * `work` holds n indices. */
-static void build_alias(const double *w, uint32_t n, uint32_t *thr, uint32_t *to, double *p,
-                        uint32_t *work)
+static void build_alias(const double *w, uint32_t n, uint32_t *thr, uint32_t *to, double *p, uint32_t *work)
 {
     double sum = 0;
     for (uint32_t i = 0; i < n; i++) sum += w[i];
     uint32_t ns = 0, nl = n; /* small indices grow from the front, large from the back */
     for (uint32_t i = 0; i < n; i++) {
         p[i] = w[i] * n / sum;
-        if (p[i] < 1.0) work[ns++] = i;
-        else work[--nl] = i;
+        if (p[i] < 1.0)
+            work[ns++] = i;
+        else
+            work[--nl] = i;
     }
     while (ns > 0 && nl < n) {
         uint32_t s = work[--ns], l = work[nl];
@@ -332,8 +331,7 @@ static int model_init(sy_model *m, const lm_synth_opts *o, lm_err *err)
         m->seg_cdf[s] = c;
     }
     m->seg_cdf[SY_NSEG - 1] = 2.0; /* absorb rounding: every uniform lands somewhere */
-    for (int h = 0; h < 24; h++)
-        m->hour_eff[h] = SY_HOUR_AMP * cos(6.283185307179586 * (h - 20) / 24.0);
+    for (int h = 0; h < 24; h++) m->hour_eff[h] = SY_HOUR_AMP * cos(6.283185307179586 * (h - 20) / 24.0);
     return LM_OK;
 }
 
@@ -342,24 +340,24 @@ static int model_init(sy_model *m, const lm_synth_opts *o, lm_err *err)
  * ========================================================================================== */
 
 typedef struct sy_task {
-    lm_rng rng;              /* continues from the parameters into the rows */
+    lm_rng rng; /* continues from the parameters into the rows */
     uint64_t user_id;
-    uint32_t n;              /* examples */
-    double birth;            /* seconds after SY_T0 */
-    double span;             /* horizon - birth */
-    float pref[SY_DIM];      /* u_s + d_i: taste at birth */
-    float drift[SY_DIM];     /* r_i: taste change over one horizon */
-    double a;                /* b0 + segment and personal base rate */
-    double chan[SY_NCHAN];   /* c_{i,ch} */
+    uint32_t n;            /* examples */
+    double birth;          /* seconds after SY_T0 */
+    double span;           /* horizon - birth */
+    float pref[SY_DIM];    /* u_s + d_i: taste at birth */
+    float drift[SY_DIM];   /* r_i: taste change over one horizon */
+    double a;              /* b0 + segment and personal base rate */
+    double chan[SY_NCHAN]; /* c_{i,ch} */
     double chan_cdf[SY_NCHAN - 1];
     char meta[SY_META_SLOT]; /* "m_age,...,m_tenure" text */
     uint32_t meta_len;
 } sy_task;
 
 typedef struct sy_row {
-    uint32_t ts;             /* seconds after SY_T0 */
-    uint32_t task;           /* index in the block */
-    uint32_t item;           /* 1..items */
+    uint32_t ts;   /* seconds after SY_T0 */
+    uint32_t task; /* index in the block */
+    uint32_t item; /* 1..items */
     uint8_t chan;
     uint8_t click;
 } sy_row;
@@ -370,8 +368,17 @@ static void task_derive(const sy_model *m, uint64_t index, sy_task *t)
 {
     lm_rng *r = &t->rng;
     sy_seed_stream(r, m->seed, SY_DOM_TASK, index);
-    enum { Z_COUNT, Z_AGE, Z_TENURE, Z_DEV, Z_DRIFT = Z_DEV + SY_DIM, Z_BASE = Z_DRIFT + SY_DIM,
-           Z_CHAN, Z_CPREF = Z_CHAN + SY_NCHAN, Z_N = Z_CPREF + SY_NCHAN };
+    enum {
+        Z_COUNT,
+        Z_AGE,
+        Z_TENURE,
+        Z_DEV,
+        Z_DRIFT = Z_DEV + SY_DIM,
+        Z_BASE = Z_DRIFT + SY_DIM,
+        Z_CHAN,
+        Z_CPREF = Z_CHAN + SY_NCHAN,
+        Z_N = Z_CPREF + SY_NCHAN
+    };
     double z[Z_N];
     sy_normals(r, z, Z_N);
     double u_seg = lm_rng_uniform(r), u_new = lm_rng_uniform(r), u_birth = lm_rng_uniform(r);
@@ -388,8 +395,7 @@ static void task_derive(const sy_model *m, uint64_t index, sy_task *t)
 
     /* Examples: 1 + a lognormal of mean (mean_examples - 1), stochastically rounded so the
      * mean is kept, then capped. Median about 7 for a mean of 12. */
-    double x = m->extra_mean *
-               exp(SY_COUNT_SIGMA * z[Z_COUNT] - 0.5 * SY_COUNT_SIGMA * SY_COUNT_SIGMA);
+    double x = m->extra_mean * exp(SY_COUNT_SIGMA * z[Z_COUNT] - 0.5 * SY_COUNT_SIGMA * SY_COUNT_SIGMA);
     double fl = floor(x);
     double cnt = 1.0 + fl + (u_round < x - fl ? 1.0 : 0.0);
     t->n = cnt >= (double)m->max_examples ? m->max_examples : (uint32_t)cnt;
@@ -440,8 +446,7 @@ static void task_derive(const sy_model *m, uint64_t index, sy_task *t)
 
 /* The task's rows, drawn from its stream: time uniform over its active span, channel from its
  * mix, item by popularity, click from the model. */
-static void task_rows(const sy_model *m, sy_task *t, uint32_t local, sy_row *out,
-                      uint64_t *positives)
+static void task_rows(const sy_model *m, sy_task *t, uint32_t local, sy_row *out, uint64_t *positives)
 {
     lm_rng *r = &t->rng;
     const double kdot = SY_DOT_SCALE / sqrt((double)SY_DIM);
@@ -466,13 +471,13 @@ static void task_rows(const sy_model *m, sy_task *t, uint32_t local, sy_row *out
         double frac = ((double)ts - t->birth) / m->horizon;
         if (frac < 0) frac = 0;
         unsigned hour = (unsigned)(((SY_T0 + ts) % 86400) / 3600);
-        double logit = t->a + m->bias[j] + kdot * ((double)d0 + frac * (double)d1) + t->chan[ch] +
-                       m->hour_eff[hour];
+        double logit =
+            t->a + m->bias[j] + kdot * ((double)d0 + frac * (double)d1) + t->chan[ch] + m->hour_eff[hour];
         double pc = 1.0 / (1.0 + exp(-logit));
         int click = lm_rng_uniform(r) < pc;
         pos += (uint64_t)click;
-        out[e] = (sy_row){.ts = ts, .task = local, .item = j + 1, .chan = (uint8_t)ch,
-                          .click = (uint8_t)click};
+        out[e] =
+            (sy_row){.ts = ts, .task = local, .item = j + 1, .chan = (uint8_t)ch, .click = (uint8_t)click};
     }
     *positives += pos;
 }
@@ -511,7 +516,7 @@ static uint64_t *radix_sort(uint64_t *keys, uint64_t *tmp, size_t n, int ts_bits
 
 typedef struct sy_out {
     int fd;
-    const char *path;        /* the temporary file, named in errors */
+    const char *path; /* the temporary file, named in errors */
     char *buf;
     size_t len;
 } sy_out;
@@ -524,8 +529,8 @@ static int out_flush(sy_out *w, lm_err *err)
 }
 
 /* Format one block's sorted rows. */
-static int write_block(const sy_model *m, const sy_task *tasks, const sy_row *rows,
-                       const uint64_t *keys, size_t n, sy_out *w, lm_err *err)
+static int write_block(const sy_model *m, const sy_task *tasks, const sy_row *rows, const uint64_t *keys,
+                       size_t n, sy_out *w, lm_err *err)
 {
     char *p = w->buf + w->len, *end = w->buf + SY_OUTBUF;
     for (size_t i = 0; i < n; i++) {

@@ -125,7 +125,8 @@ static void sort_keys(keyrec *a, keyrec *tmp, size_t n, const lm_dataset *ds)
     for (size_t w = 1; w < n; w *= 2) {
         for (size_t lo = 0; lo < n; lo += 2 * w) {
             size_t mid = LM_MIN(lo + w, n), hi = LM_MIN(lo + 2 * w, n), i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) dst[k++] = keyrec_cmp(&src[j], &src[i], (void *)ds) < 0 ? src[j++] : src[i++];
+            while (i < mid && j < hi)
+                dst[k++] = keyrec_cmp(&src[j], &src[i], (void *)ds) < 0 ? src[j++] : src[i++];
             while (i < mid) dst[k++] = src[i++];
             while (j < hi) dst[k++] = src[j++];
         }
@@ -139,8 +140,8 @@ static void sort_keys(keyrec *a, keyrec *tmp, size_t n, const lm_dataset *ds)
  * not above hi's (NULL: no bound), in ascending key order; returns how many. Task keys are
  * unique (prepare groups by key). With hi a splitter (below), the tasks in (lo, hi] fit and the
  * scan is one comparison or two per task; the heap is the fallback for a range that does not. */
-static size_t next_partition(const lm_dataset *ds, const keyrec *lo, const keyrec *hi, keyrec *part, keyrec *tmp,
-                             size_t cap)
+static size_t next_partition(const lm_dataset *ds, const keyrec *lo, const keyrec *hi, keyrec *part,
+                             keyrec *tmp, size_t cap)
 {
     uint64_t ntasks = lm_dataset_ntasks(ds);
     size_t n = 0;
@@ -218,7 +219,8 @@ static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_emb
     memset(te, 0, sizeof *te);
     te->m = m, te->plan = plan;
     int rc = lm_rows_alloc_f32(&te->r, net->nmeta, net->ndense, net->ncat, maxrows, err);
-    if (!rc && plan) rc = lm_meta_embed_ws_alloc(&te->ews, net, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
+    if (!rc && plan)
+        rc = lm_meta_embed_ws_alloc(&te->ews, net, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
     if (!rc && !plan) {
         te->tm = malloc((net->meta_task_np + 1) * sizeof(float));
         te->scratch = malloc((maxrows * net->E + 1) * sizeof(float));
@@ -230,17 +232,19 @@ static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_emb
 }
 
 /* The embedding of te->r, task key `key`, into out: (E). */
-static void embedder_run(task_embedder *te, const char *key, size_t klen, uint32_t steps, double alpha, int pool,
-                         float *out)
+static void embedder_run(task_embedder *te, const char *key, size_t klen, uint32_t steps, double alpha,
+                         int pool, float *out)
 {
     const lm_net *net = &te->m->net;
     if (te->plan) {
         lm_meta_embed_f32(te->plan, te->ews, &te->r, steps, alpha, pool, out);
         return;
     }
-    size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(te->m, key, klen)) : 0;
+    size_t off =
+        net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(te->m, key, klen)) : 0;
     memcpy(te->tm, te->m->theta_m + off, net->meta_task_np * sizeof(float));
-    lm_meta_task_embedding(net, &te->rws, te->tm, te->m->theta_g, &te->r, steps, alpha, pool, te->scratch, out);
+    lm_meta_task_embedding(net, &te->rws, te->tm, te->m->theta_g, &te->r, steps, alpha, pool, te->scratch,
+                           out);
 }
 
 /* ============================================================================================
@@ -268,14 +272,14 @@ typedef struct embed_run {
     double alpha, since, t0;
     size_t E, chunk, maxrows;
     int threads;
-    const char *row0;  /* the first row's address and the rows' stride, for prefetching */
+    const char *row0; /* the first row's address and the rows' stride, for prefetching */
     size_t row_bytes;
     chunk_buf buf[2];
     const char **keys; /* (chunk) the writer's batch */
     size_t *lens;
-    float *packed;     /* (chunk, E) */
-    int fail;          /* a thread's workspace failed */
-    int wrc;           /* the writer failed */
+    float *packed; /* (chunk, E) */
+    int fail;      /* a thread's workspace failed */
+    int wrc;       /* the writer failed */
     lm_err ferr, werr;
 } embed_run;
 
@@ -399,15 +403,16 @@ static void run_partition(embed_run *x, const keyrec *part, size_t np, uint64_t 
  * lm_embed
  * ========================================================================================== */
 
-int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o, lm_embed_report *rep,
-             lm_err *err)
+int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o,
+             lm_embed_report *rep, lm_err *err)
 {
     double t0 = lm_now();
     memset(rep, 0, sizeof *rep);
     int rc = lm_model_check_dataset(m, ds, err);
     if (rc) return rc;
     if (!o->version) return lm_err_set(err, LM_EINVAL, "embed: a version name is needed");
-    if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS) return lm_err_set(err, LM_EINVAL, "embed: unknown pooling");
+    if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
+        return lm_err_set(err, LM_EINVAL, "embed: unknown pooling");
     if (!(o->window_days >= 0)) return lm_err_set(err, LM_EINVAL, "--window-days must be >= 0");
     const lm_net *net = &m->net;
     embed_run x;
@@ -449,7 +454,8 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
         return rc;
     }
     size_t cap = (size_t)LM_MIN((uint64_t)EMBED_PART_CHUNKS * x.chunk, ntasks ? ntasks : 1);
-    keyrec *part = malloc((cap + 1) * sizeof *part), *tmp = malloc((LM_MAX(cap, EMBED_SAMPLE) + 1) * sizeof *tmp);
+    keyrec *part = malloc((cap + 1) * sizeof *part),
+           *tmp = malloc((LM_MAX(cap, EMBED_SAMPLE) + 1) * sizeof *tmp);
     keyrec *split = malloc(EMBED_SAMPLE * sizeof *split);
     for (int i = 0; i < 2; i++) {
         x.buf[i].vec = malloc((x.chunk * x.E + 1) * sizeof(float));
@@ -458,8 +464,8 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
     x.keys = malloc((x.chunk + 1) * sizeof *x.keys);
     x.lens = malloc((x.chunk + 1) * sizeof *x.lens);
     x.packed = malloc((x.chunk * x.E + 1) * sizeof(float));
-    if (!part || !tmp || !split || !x.buf[0].vec || !x.buf[0].state || !x.buf[1].vec || !x.buf[1].state || !x.keys || !x.lens ||
-        !x.packed)
+    if (!part || !tmp || !split || !x.buf[0].vec || !x.buf[0].state || !x.buf[1].vec || !x.buf[1].state ||
+        !x.keys || !x.lens || !x.packed)
         rc = lm_err_set(err, LM_ENOMEM, "out of memory");
     /* partitions of the tasks in key order; each starts after the previous one's last key and
      * ends at the first splitter above it */
@@ -482,8 +488,10 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
             if (err) *err = x.werr;
         }
     }
-    if (!rc) rc = lm_store_publish(x.w, o->keep, err);
-    else lm_store_abort(x.w);
+    if (!rc)
+        rc = lm_store_publish(x.w, o->keep, err);
+    else
+        lm_store_abort(x.w);
     for (int i = 0; i < 2; i++) free(x.buf[i].vec), free(x.buf[i].state);
     free(part), free(tmp), free(split), free(x.keys), free(x.lens), free(x.packed);
     lm_meta_embed_plan_free(plan);

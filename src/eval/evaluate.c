@@ -70,14 +70,16 @@ static void gather(lm_rows_f32 *r, const lm_dataset *ds, const lm_task *t, int a
 /* The time of the task's latest adaptation row, and of its first scored row (INFINITY or
  * -INFINITY when there is none). A task's rows are sorted by time, but a split column may
  * interleave the splits, so both are looked for. */
-static void task_times(const lm_dataset *ds, const lm_task *t, int adapt_from, int score_split, double *adapt_latest,
-                       double *score_first)
+static void task_times(const lm_dataset *ds, const lm_task *t, int adapt_from, int score_split,
+                       double *adapt_latest, double *score_first)
 {
     *adapt_latest = -INFINITY, *score_first = INFINITY;
     for (uint32_t i = 0; i < t->n; i++) {
         lm_row_view v = lm_dataset_row(ds, t->first + i);
-        if (v.split == score_split) *score_first = fmin(*score_first, v.time);
-        else if (in_adapt(adapt_from, v.split)) *adapt_latest = fmax(*adapt_latest, v.time);
+        if (v.split == score_split)
+            *score_first = fmin(*score_first, v.time);
+        else if (in_adapt(adapt_from, v.split))
+            *adapt_latest = fmax(*adapt_latest, v.time);
     }
 }
 
@@ -93,11 +95,13 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
         return lm_err_set(err, LM_EINVAL, "evaluate: unknown pooling %d", o->pool);
     if (o->pool != LM_POOL_LATEST && m->algo != LM_TRAIN_LIMAML)
-        return lm_err_set(err, LM_EINVAL, "evaluate: pooling applies to a LiMAML model's meta embedding only");
+        return lm_err_set(err, LM_EINVAL,
+                          "evaluate: pooling applies to a LiMAML model's meta embedding only");
     if (!(o->stale_seconds >= 0 && o->stale_seconds < INFINITY))
         return lm_err_set(err, LM_EINVAL, "evaluate: the staleness must be finite and >= 0");
-    if (o->adapt_steps > 0 && (o->adapt_from == LM_ADAPT_ALL || (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
-        (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL)))
+    if (o->adapt_steps > 0 && (o->adapt_from == LM_ADAPT_ALL ||
+                               (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
+                               (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL)))
         return lm_err_set(err, LM_EINVAL, "evaluate: the adaptation rows include the scored rows");
     const lm_net *net = &m->net;
     uint64_t ntasks = lm_dataset_ntasks(ds);
@@ -151,7 +155,9 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
             const lm_task *k = lm_dataset_task(ds, t);
             size_t klen;
             const char *key = lm_dataset_task_key(ds, k, &klen);
-            size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
+            size_t off = net->cfg.meta_kind == LM_NET_META_ID
+                             ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen))
+                             : 0;
             memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
             const float *g = m->theta_g;
             gather(&sc, ds, k, o->adapt_from, o->score_split, 1, 0, INFINITY, NULL);
@@ -179,8 +185,10 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
                     }
                 }
             }
-            if (have_emb) lm_net_predict_emb_f32(net, &ws, emb, g, &sc, z);
-            else lm_net_predict_f32(net, &ws, tm, g, &sc, z);
+            if (have_emb)
+                lm_net_predict_emb_f32(net, &ws, emb, g, &sc, z);
+            else
+                lm_net_predict_f32(net, &ws, tm, g, &sc, z);
             uint8_t fl = (uint8_t)((sc.n < 25 ? 1 : 0) | (k->is_new ? 2 : 0));
             for (size_t i = 0; i < sc.n; i++) {
                 uint64_t p = pos[t] + i;
@@ -248,8 +256,10 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
 {
     int rc = lm_model_check_dataset(m, ds, err);
     if (rc) return rc;
-    if (task >= lm_dataset_ntasks(ds)) return lm_err_set(err, LM_EINVAL, "adapt: task %llu out of range", (unsigned long long)task);
-    if (pool < LM_POOL_LATEST || pool > LM_POOL_COS) return lm_err_set(err, LM_EINVAL, "adapt: unknown pooling");
+    if (task >= lm_dataset_ntasks(ds))
+        return lm_err_set(err, LM_EINVAL, "adapt: task %llu out of range", (unsigned long long)task);
+    if (pool < LM_POOL_LATEST || pool > LM_POOL_COS)
+        return lm_err_set(err, LM_EINVAL, "adapt: unknown pooling");
     const lm_net *net = &m->net;
     const lm_task *k = lm_dataset_task(ds, task);
     if (steps == UINT32_MAX) steps = m->inner_steps;
@@ -265,7 +275,8 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
     float *tm = fast ? NULL : malloc((net->meta_task_np + 1) * sizeof(float));
     float *scratch = fast ? NULL : malloc((rows * net->E + 1) * sizeof(float));
     if (!fast && (!tm || !scratch)) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
-    if (!rc && fast) rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err);
+    if (!rc && fast)
+        rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err);
     if (!rc && fast) rc = lm_meta_embed_ws_alloc(&ews, net, rows, err);
     if (!rc && !fast) rc = lm_meta_ws_alloc_f32(&ws, net, rows, 1, 0, err);
     if (!rc) rc = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, rows, err);
@@ -278,7 +289,9 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
         } else if (fast) {
             lm_meta_embed_f32(plan, ews, &ad, steps, alpha, pool, emb);
         } else {
-            size_t off = net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen)) : 0;
+            size_t off = net->cfg.meta_kind == LM_NET_META_ID
+                             ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen))
+                             : 0;
             memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
             lm_meta_task_embedding(net, &ws, tm, m->theta_g, &ad, steps, alpha, pool, scratch, emb);
         }

@@ -98,8 +98,8 @@ static const arm_def ARMS[LM_XP_NARMS] = {
     {"limaml_sw", "LiMAML + support loss", LM_TRAIN_LIMAML, "mlp:32,16", 1, 0, LM_XP_TABLE3, 1},
     /* the independent study's second change: the meta embedding also shifts the logit
      * (docs/META.md: a learned map w.E is no more expressive than E[0]) */
-    {"limaml_swl", "LiMAML + support loss + E[0] on the logit", LM_TRAIN_LIMAML, "mlp:32,16", 1, 1, LM_XP_TABLE3,
-     1},
+    {"limaml_swl", "LiMAML + support loss + E[0] on the logit", LM_TRAIN_LIMAML, "mlp:32,16", 1, 1,
+     LM_XP_TABLE3, 1},
     {"widedeep", "Wide-and-deep (task-id embedding)", LM_TRAIN_WIDEDEEP, "id:16", 0, 0, LM_XP_TABLE4, 0},
     {"limaml_id", "LiMAML (id-embedding meta block)", LM_TRAIN_LIMAML, "id:16", 0, 0, LM_XP_TABLE4, 0},
 };
@@ -186,7 +186,8 @@ static void read_curve(lm_xp_arm *a, const char *log_path)
 
 /* ---- training and scoring one model --------------------------------------------------------- */
 
-void lm_xp_train_opts(const lm_xp *x, const lm_xp_arm *a, uint64_t seed, const char *log_path, lm_train_opts *t)
+void lm_xp_train_opts(const lm_xp *x, const lm_xp_arm *a, uint64_t seed, const char *log_path,
+                      lm_train_opts *t)
 {
     lm_train_opts_default(t);
     t->algo = a->algo;
@@ -298,10 +299,11 @@ int lm_xp_choose_adaptation(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const 
     }
     if (!rc)
         lm_xp_say(o,
-            "grid %-10s adaptation: k %u, alpha %.3g (warm val AUC %.4f; without adaptation %.4f; %zu "
-            "points, "
-            "%.1f s, cpu %.1f s)",
-            a->key, a->k, a->alpha, best, a->noadapt_val, a->nadapt, lm_now() - w0, lm_xp_cpu_seconds() - c0);
+                  "grid %-10s adaptation: k %u, alpha %.3g (warm val AUC %.4f; without adaptation %.4f; %zu "
+                  "points, "
+                  "%.1f s, cpu %.1f s)",
+                  a->key, a->k, a->alpha, best, a->noadapt_val, a->nadapt, lm_now() - w0,
+                  lm_xp_cpu_seconds() - c0);
     return rc;
 }
 
@@ -349,7 +351,8 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
             a->grid_epochs[n] = rep.epochs_run;
             a->grid_best_epoch[n] = rep.best_epoch;
             a->grid_secs[n] = rep.seconds;
-            lm_xp_say(o, "grid %-10s lr %-6g task lr %-4g val AUC %.4f (best epoch %u of %u, %.1f s, cpu %.1f s)",
+            lm_xp_say(
+                o, "grid %-10s lr %-6g task lr %-4g val AUC %.4f (best epoch %u of %u, %.1f s, cpu %.1f s)",
                 a->key, lr, tlr, rep.best_val_auc, rep.best_epoch, rep.epochs_run, rep.seconds,
                 lm_xp_cpu_seconds() - c0);
             /* ties keep the earlier point; NaN (one class) never wins */
@@ -397,7 +400,7 @@ static int test_one(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model
     if (!rc && a->nadapt) snprintf(adapted, sizeof adapted, ", adapted %.4f", a->test1[s].auc);
     if (!rc)
         lm_xp_say(x->o, "seed %u %-10s test AUC %.4f%s (training %.1f s; scoring cpu %.1f s)", s + 1, a->key,
-            a->test0[s].auc, adapted, a->rep[s].seconds, lm_xp_cpu_seconds() - c0);
+                  a->test0[s].auc, adapted, a->rep[s].seconds, lm_xp_cpu_seconds() - c0);
     a->nseeds = s + 1;
     return rc;
 }
@@ -471,7 +474,8 @@ static int check_opts(const lm_experiment_opts *o, lm_err *err)
         return lm_err_set(err, LM_EINVAL, "--tables: choose among 3, 4, 5, 9, 10, 12, 13, 14 and fresh");
     if (o->nsweep_inner < 1 || o->nsweep_inner > LM_XP_MAX_GRID || o->nsweep_dropout < 1 ||
         o->nsweep_dropout > LM_XP_MAX_GRID || o->nsweep_task_lr < 1 || o->nsweep_task_lr > LM_XP_MAX_GRID ||
-        o->nsweep_lr < 1 || o->nsweep_lr > LM_XP_MAX_GRID || o->nstale_days < 1 || o->nstale_days > LM_XP_MAX_GRID)
+        o->nsweep_lr < 1 || o->nsweep_lr > LM_XP_MAX_GRID || o->nstale_days < 1 ||
+        o->nstale_days > LM_XP_MAX_GRID)
         return lm_err_set(err, LM_EINVAL, "every sweep needs 1 to %d values", LM_XP_MAX_GRID);
     for (size_t i = 0; i < o->nsweep_inner; i++)
         if (o->sweep_inner[i] < 1 || o->sweep_inner[i] > 64)
@@ -480,7 +484,8 @@ static int check_opts(const lm_experiment_opts *o, lm_err *err)
         if (!(o->sweep_dropout[i] >= 0 && o->sweep_dropout[i] < 1))
             return lm_err_set(err, LM_EINVAL, "--sweep-dropout: rates must be in [0, 1)");
     for (size_t i = 0; i < o->nsweep_task_lr; i++)
-        if (!(o->sweep_task_lr[i] > 0)) return lm_err_set(err, LM_EINVAL, "--sweep-task-lr: rates must be > 0");
+        if (!(o->sweep_task_lr[i] > 0))
+            return lm_err_set(err, LM_EINVAL, "--sweep-task-lr: rates must be > 0");
     for (size_t i = 0; i < o->nsweep_lr; i++)
         if (!(o->sweep_lr[i] > 0)) return lm_err_set(err, LM_EINVAL, "--sweep-lr: rates must be > 0");
     for (size_t i = 0; i < o->nstale_days; i++)
@@ -539,8 +544,8 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     if (!rc) rc = get_dataset(x, &ds, err);
     if (!rc) {
         describe_dataset(x, ds);
-        lm_xp_say(o, "data: %s: %llu tasks (%llu new), %llu examples", x->data_name, (unsigned long long)x->ntasks,
-            (unsigned long long)x->nnew, (unsigned long long)x->nrows);
+        lm_xp_say(o, "data: %s: %llu tasks (%llu new), %llu examples", x->data_name,
+                  (unsigned long long)x->ntasks, (unsigned long long)x->nnew, (unsigned long long)x->nrows);
     }
 
     /* stage 1: the floor */
@@ -555,7 +560,7 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     if (!rc) rc = lm_floor_evaluate(ds, &fo, &x->floor_val, err);
     if (!rc)
         lm_xp_say(o, "floor: test AUC %.4f (train part only: %.4f), warm val AUC %.4f", x->floor_test.auc,
-            x->floor_train_test.auc, x->floor_val.auc);
+                  x->floor_train_test.auc, x->floor_val.auc);
 
     /* the algorithms the asked tables need */
     for (int i = 0; i < LM_XP_NARMS; i++) {
@@ -571,10 +576,12 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
         /* the sweeps are built around plain (their gains' base) and LiMAML */
         if ((i == LM_XP_PLAIN || i == LM_XP_LIMAML) && (o->tables & LM_XP_TABLES_SWEEP)) a->enabled = 1;
         if (ARMS[i].with_support_loss && ARMS[i].emb_logit)
-            snprintf(a->label, sizeof a->label, "LiMAML + support loss (w = %g) + E[0] on the logit", o->support_weight);
+            snprintf(a->label, sizeof a->label, "LiMAML + support loss (w = %g) + E[0] on the logit",
+                     o->support_weight);
         else if (ARMS[i].with_support_loss)
             snprintf(a->label, sizeof a->label, "%s (w = %g)", ARMS[i].label, o->support_weight);
-        else snprintf(a->label, sizeof a->label, "%s", ARMS[i].label);
+        else
+            snprintf(a->label, sizeof a->label, "%s", ARMS[i].label);
     }
 
     /* stage 2: choose on seed 1 (its models are kept for stage 3) */
@@ -598,8 +605,10 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
             if (!a->enabled) continue;
             if (s == 0) {
                 rc = test_one(x, ds, a, seed1[i], 0, err);
-                if (keep && i == LM_XP_LIMAML) limaml[0] = seed1[i];
-                else lm_model_free(seed1[i]);
+                if (keep && i == LM_XP_LIMAML)
+                    limaml[0] = seed1[i];
+                else
+                    lm_model_free(seed1[i]);
                 seed1[i] = NULL;
                 continue;
             }
@@ -611,8 +620,10 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
             a->train_cpu[s] = lm_xp_cpu_seconds() - c1;
             free(log);
             if (!rc) rc = test_one(x, ds, a, m, s, err);
-            if (!rc && keep && i == LM_XP_LIMAML) limaml[s] = m;
-            else lm_model_free(m);
+            if (!rc && keep && i == LM_XP_LIMAML)
+                limaml[s] = m;
+            else
+                lm_model_free(m);
         }
     for (int i = 0; i < LM_XP_NARMS; i++) lm_model_free(seed1[i]);
 
@@ -644,7 +655,8 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
         free(pj), free(pm), free(ph);
     }
     if (!rc) rc = lm_publish_dir(tmp, o->out_dir, o->force, err);
-    if (rc) lm_rmtree(tmp);
+    if (rc)
+        lm_rmtree(tmp);
     else {
         sum->seconds = lm_now() - t0;
         sum->rows = x->nrows_out;

@@ -126,7 +126,7 @@ typedef struct lm_xp_arm {
     const char *meta_block;
     double support_weight;
     int emb_logit; /* lm_train_opts.emb_logit */
-    int tables; /* tables that need it */
+    int tables;    /* tables that need it */
     int enabled;
     int option_row; /* an improvement beyond the paper, reported as its own rows */
 
@@ -248,7 +248,7 @@ typedef struct lm_xp {
     size_t nskipped;
     double seconds_sweeps;
     uint64_t genre_tasks, genre_new; /* Table 5: the (user, genre) dataset */
-    lm_xp_arm genre_arm[2];           /* Table 5: plain and LiMAML on it (adaptation chosen) */
+    lm_xp_arm genre_arm[2];          /* Table 5: plain and LiMAML on it (adaptation chosen) */
     lm_xp_row row[LM_XP_MAX_ROWS];
     size_t nrows_out;
     lm_xp_pattern pat[LM_XP_MAX_PATTERNS];
@@ -272,7 +272,8 @@ int lm_xp_buf_write(lm_xp_buf *b, const char *path, lm_err *err);
 /* experiment.c, shared with experiment_sweep.c: training options from an arm's chosen values,
  * scoring (on_val: warm validation after adapting on train parts; else test after adapting on
  * validation parts), the adaptation search, and a progress line. */
-void lm_xp_train_opts(const lm_xp *x, const lm_xp_arm *a, uint64_t seed, const char *log_path, lm_train_opts *t);
+void lm_xp_train_opts(const lm_xp *x, const lm_xp_arm *a, uint64_t seed, const char *log_path,
+                      lm_train_opts *t);
 void lm_xp_eval_opts(const lm_xp *x, uint32_t k, double alpha, int on_val, lm_eval_opts *e);
 int lm_xp_choose_adaptation(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model *m, lm_err *err);
 double lm_xp_cpu_seconds(void);

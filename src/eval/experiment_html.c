@@ -9,7 +9,8 @@
 #include <math.h>
 #include <string.h>
 
-static const char *COLORS[LM_XP_NARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#17becf", "#ff7f0e", "#8c564b"};
+static const char *COLORS[LM_XP_NARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                                          "#17becf", "#ff7f0e", "#8c564b"};
 
 static void esc(lm_xp_buf *b, const char *s)
 {
@@ -27,8 +28,10 @@ static void esc(lm_xp_buf *b, const char *s)
 static void cell(lm_xp_buf *b, lm_xp_stat s, int digits, const char *cls)
 {
     lm_xp_printf(b, "<td%s%s%s>", cls ? " class=\"" : "", cls ? cls : "", cls ? "\"" : "");
-    if (isnan(s.mean)) lm_xp_printf(b, "n/a</td>");
-    else lm_xp_printf(b, "%.*f <span class=\"sd\">± %.*f</span></td>", digits, s.mean, digits, s.std);
+    if (isnan(s.mean))
+        lm_xp_printf(b, "n/a</td>");
+    else
+        lm_xp_printf(b, "%.*f <span class=\"sd\">± %.*f</span></td>", digits, s.mean, digits, s.std);
 }
 
 static void table_html(lm_xp_buf *b, const lm_xp *x, int table)
@@ -49,10 +52,12 @@ static void table_html(lm_xp_buf *b, const lm_xp *x, int table)
         if (r->option_row) lm_xp_printf(b, " <em>(option)</em>");
         if (r->below_floor) lm_xp_printf(b, " <span class=\"tag\">below the floor</span>");
         lm_xp_printf(b, "</td><td>");
-        if (!arm) lm_xp_printf(b, "&mdash;");
+        if (!arm)
+            lm_xp_printf(b, "&mdash;");
         else if (r->adapt)
             lm_xp_printf(b, "yes (k %u, &alpha; %.3g)", x->arm[r->arm].k, x->arm[r->arm].alpha);
-        else lm_xp_printf(b, "no");
+        else
+            lm_xp_printf(b, "no");
         lm_xp_printf(b, "</td>");
         cell(b, r->auc, 4, "main");
         cell(b, r->lt25, 4, NULL);
@@ -79,8 +84,9 @@ static void point_table_html(lm_xp_buf *b, const lm_xp *x, int table)
         if (first) {
             lm_xp_printf(b, "<div class=\"wide\"><table><thead><tr><th>Row</th><th>");
             esc(b, p->param);
-            lm_xp_printf(b, "</th><th>Adapted</th><th>Test AUC</th><th>&lt; 25</th><th>&ge; 25</th><th>New</th>"
-                            "<th>Log loss</th><th>Gain %%</th>");
+            lm_xp_printf(b,
+                         "</th><th>Adapted</th><th>Test AUC</th><th>&lt; 25</th><th>&ge; 25</th><th>New</th>"
+                         "<th>Log loss</th><th>Gain %%</th>");
             for (size_t e = 0; e < ne; e++) {
                 lm_xp_printf(b, "<th>");
                 esc(b, head[e]);
@@ -96,8 +102,10 @@ static void point_table_html(lm_xp_buf *b, const lm_xp *x, int table)
         if (r->below_floor) lm_xp_printf(b, " <span class=\"tag\">below the floor</span>");
         lm_xp_printf(b, "</td><td>");
         esc(b, p->value_str);
-        if (p->adapt) lm_xp_printf(b, "</td><td>k %u, &alpha; %.3g</td>", p->k, p->alpha);
-        else lm_xp_printf(b, "</td><td>no</td>");
+        if (p->adapt)
+            lm_xp_printf(b, "</td><td>k %u, &alpha; %.3g</td>", p->k, p->alpha);
+        else
+            lm_xp_printf(b, "</td><td>no</td>");
         cell(b, r->auc, 4, "main");
         cell(b, r->lt25, 4, NULL);
         cell(b, r->ge25, 4, NULL);
@@ -283,13 +291,14 @@ int lm_xp_write_html(const lm_xp *x, const char *path, lm_err *err)
     }
     if (x->npt || x->nskipped) {
         const lm_xp_arm *l = &x->arm[LM_XP_LIMAML];
-        lm_xp_printf(&b,
-                     "<h2>The tables around the chosen LiMAML configuration</h2>\n<p>One thing moved at a time "
-                     "from the configuration chosen on warm validation for Table 3 (outer lr %g, inner task lr "
-                     "%g, n = 1, no dropout; adapted with k %u at &alpha; %.3g, latest example, fresh). "
-                     "Sensitivity figures on test, as in the paper's appendix: nothing is chosen from them. Gains "
-                     "over the same seed's plain model without adaptation.</p>\n",
-                     l->lr, l->task_lr, l->k, l->alpha);
+        lm_xp_printf(
+            &b,
+            "<h2>The tables around the chosen LiMAML configuration</h2>\n<p>One thing moved at a time "
+            "from the configuration chosen on warm validation for Table 3 (outer lr %g, inner task lr "
+            "%g, n = 1, no dropout; adapted with k %u at &alpha; %.3g, latest example, fresh). "
+            "Sensitivity figures on test, as in the paper's appendix: nothing is chosen from them. Gains "
+            "over the same seed's plain model without adaptation.</p>\n",
+            l->lr, l->task_lr, l->k, l->alpha);
         for (size_t i = 0; i < x->nskipped; i++) {
             lm_xp_printf(&b, "<p><em>");
             esc(&b, x->skipped[i]);

@@ -10,8 +10,10 @@
 
 static void pm(lm_xp_buf *b, lm_xp_stat s, int digits)
 {
-    if (isnan(s.mean)) lm_xp_printf(b, "n/a");
-    else lm_xp_printf(b, "%.*f ± %.*f", digits, s.mean, digits, s.std);
+    if (isnan(s.mean))
+        lm_xp_printf(b, "n/a");
+    else
+        lm_xp_printf(b, "%.*f ± %.*f", digits, s.mean, digits, s.std);
 }
 
 static void table_md(lm_xp_buf *b, const lm_xp *x, int table)
@@ -41,8 +43,10 @@ static void table_md(lm_xp_buf *b, const lm_xp *x, int table)
         lm_xp_printf(b, " | ");
         pm(b, r->gain, 2);
         lm_xp_printf(b, " | ");
-        if (arm) lm_xp_printf(b, "%.1f", r->train_secs.mean);
-        else lm_xp_printf(b, "0");
+        if (arm)
+            lm_xp_printf(b, "%.1f", r->train_secs.mean);
+        else
+            lm_xp_printf(b, "0");
         lm_xp_printf(b, " | %s |\n", !arm ? "the floor" : r->below_floor ? "**below the floor**" : "above");
     }
 }
@@ -60,7 +64,8 @@ static void point_table_md(lm_xp_buf *b, const lm_xp *x, int table)
         const lm_xp_point *p = &x->pt[r->point];
         ne = lm_xp_point_extras(x, r, head, cell);
         if (first) {
-            lm_xp_printf(b, "| Row | %s | Adapted | Test AUC | < 25 | >= 25 | New | Log loss | Gain %% |", p->param);
+            lm_xp_printf(b, "| Row | %s | Adapted | Test AUC | < 25 | >= 25 | New | Log loss | Gain %% |",
+                         p->param);
             for (size_t e = 0; e < ne; e++) lm_xp_printf(b, " %s |", head[e]);
             lm_xp_printf(b, "\n|---|---|---|---|---|---|---|---|---|");
             for (size_t e = 0; e < ne; e++) lm_xp_printf(b, "---|");
@@ -70,8 +75,10 @@ static void point_table_md(lm_xp_buf *b, const lm_xp *x, int table)
         lm_xp_printf(b, "| %s%s%s%s | %s%s%s | ", r->label, p->chosen ? " *(chosen)*" : "",
                      p->option_row ? " *(option)*" : "", r->below_floor ? " **below the floor**" : "",
                      p->chosen ? "**" : "", p->value_str, p->chosen ? "**" : "");
-        if (p->adapt) lm_xp_printf(b, "k %u, α %.3g", p->k, p->alpha);
-        else lm_xp_printf(b, "no");
+        if (p->adapt)
+            lm_xp_printf(b, "k %u, α %.3g", p->k, p->alpha);
+        else
+            lm_xp_printf(b, "no");
         lm_xp_printf(b, " | **");
         pm(b, r->auc, 4);
         lm_xp_printf(b, "** | ");
@@ -119,7 +126,8 @@ static void grid_md(lm_xp_buf *b, const lm_xp *x)
             if (a->adapt_k[j] == a->k && a->adapt_alpha[j] == a->alpha) best = a->adapt_val[j];
         if (a->nadapt)
             lm_xp_printf(b, "k %u, α %.3g | %.4f | %.4f |\n", a->k, a->alpha, best, a->noadapt_val);
-        else lm_xp_printf(b, "not adapted (reported without) | — | %.4f |\n", a->noadapt_val);
+        else
+            lm_xp_printf(b, "not adapted (reported without) | — | %.4f |\n", a->noadapt_val);
     }
     lm_xp_printf(
         b, "\nAdaptation search (warm validation AUC after k steps at rate α on the train part; the chosen "
@@ -182,7 +190,8 @@ int lm_xp_write_md(const lm_xp *x, const char *path, lm_err *err)
     lm_xp_printf(
         &b,
         "%u seed%s (1..%u), %d threads; the whole run took %.0f s (%.0f CPU seconds), of which %.0f s "
-        "choosing hyperparameters on seed 1 and %.0f s on the tables beyond 3 and 4. Data: %llu tasks (%llu new, held out of training), %llu "
+        "choosing hyperparameters on seed 1 and %.0f s on the tables beyond 3 and 4. Data: %llu tasks (%llu "
+        "new, held out of training), %llu "
         "examples (support %llu, query %llu, validation %llu, test %llu).\n\n",
         o->seeds, o->seeds == 1 ? "" : "s", o->seeds, x->threads, x->seconds_total, x->cpu_total,
         x->seconds_grid, x->seconds_sweeps, (unsigned long long)x->ntasks, (unsigned long long)x->nnew,
@@ -219,7 +228,8 @@ int lm_xp_write_md(const lm_xp *x, const char *path, lm_err *err)
             &b,
             "## The tables around the chosen LiMAML configuration\n\n"
             "Each table below moves one thing away from the LiMAML configuration chosen on warm validation "
-            "for Table 3 (outer lr %g, inner task lr %g, n = 1 inner step, no dropout; adapted at test with k "
+            "for Table 3 (outer lr %g, inner task lr %g, n = 1 inner step, no dropout; adapted at test with "
+            "k "
             "%u steps at α %.3g, the embedding from the latest example, fresh) and keeps the rest. These are "
             "sensitivity figures on test, as the paper's appendix reports them; nothing is chosen from them. "
             "Every gain is over the same seed's plain model without adaptation (Table 3's base). Rows of "
@@ -232,11 +242,12 @@ int lm_xp_write_md(const lm_xp *x, const char *path, lm_err *err)
             if (!has_points(x, tb)) continue;
             lm_xp_printf(&b, "### %s\n\n%s\n\n", lm_xp_table_title(tb), lm_xp_table_about(tb));
             if (tb == 5 && x->genre_tasks)
-                lm_xp_printf(&b,
-                             "The (user, genre) dataset: %llu tasks (%llu new). Adaptation chosen there: plain k "
-                             "%u, α %.3g; LiMAML k %u, α %.3g.\n\n",
-                             (unsigned long long)x->genre_tasks, (unsigned long long)x->genre_new,
-                             x->genre_arm[0].k, x->genre_arm[0].alpha, x->genre_arm[1].k, x->genre_arm[1].alpha);
+                lm_xp_printf(
+                    &b,
+                    "The (user, genre) dataset: %llu tasks (%llu new). Adaptation chosen there: plain k "
+                    "%u, α %.3g; LiMAML k %u, α %.3g.\n\n",
+                    (unsigned long long)x->genre_tasks, (unsigned long long)x->genre_new, x->genre_arm[0].k,
+                    x->genre_arm[0].alpha, x->genre_arm[1].k, x->genre_arm[1].alpha);
             point_table_md(&b, x, tb);
             lm_xp_printf(&b, "\n");
         }

@@ -152,7 +152,9 @@ void lm_xp_build_rows(lm_xp *x)
         for (uint32_t s = 0; s < r->nseeds; s++) {
             double b = p ? p->base_auc[s] : base->test0[s].auc;
             g[s] = 100.0 * (r->seed_auc[s] - b) / b;
-            ts[s] = r->kind == LM_XP_ROW_ARM ? x->arm[r->arm].rep[s].seconds : p && p->trained ? p->train_secs[s] : 0;
+            ts[s] = r->kind == LM_XP_ROW_ARM ? x->arm[r->arm].rep[s].seconds
+                    : p && p->trained        ? p->train_secs[s]
+                                             : 0;
         }
         r->gain = lm_xp_stat_of(g, r->nseeds);
         r->train_secs = lm_xp_stat_of(ts, r->nseeds);
@@ -222,7 +224,8 @@ static size_t sweep_rows(const lm_xp *x, int table, const lm_xp_row **out, const
  * difference the seeds can tell) and the mean gains within one point of each other (the rule
  * Table 3 uses for "comparable"; a row whose seeds scatter widely would pass the first test
  * alone). The gains are listed into buf. */
-static int flat_gains(const lm_xp_row **r, const lm_xp_point **p, size_t n, char *buf, size_t len, double *spread)
+static int flat_gains(const lm_xp_row **r, const lm_xp_point **p, size_t n, char *buf, size_t len,
+                      double *spread)
 {
     const lm_xp_row *c = NULL;
     double lo = INFINITY, hi = -INFINITY;
@@ -253,11 +256,12 @@ static void lm_xp_check_sweep_patterns(lm_xp *x)
     if (n > 1) {
         double sp;
         int flat = flat_gains(r, p, n, g, sizeof g, &sp);
-        pattern(x, flat,
-                "Table 9: the AUC gain hardly changes with the inner steps n (paper: +1.47%% to +1.51%%; here no "
-                "n differs from n = 1 by more than three standard deviations and the gains lie within one "
-                "point): %s (spread %.2f points)",
-                g, sp);
+        pattern(
+            x, flat,
+            "Table 9: the AUC gain hardly changes with the inner steps n (paper: +1.47%% to +1.51%%; here no "
+            "n differs from n = 1 by more than three standard deviations and the gains lie within one "
+            "point): %s (spread %.2f points)",
+            g, sp);
         int up = 1;
         size_t off = 0;
         double prev = -INFINITY;
@@ -271,12 +275,14 @@ static void lm_xp_check_sweep_patterns(lm_xp *x)
             up &= m > prev;
             prev = m;
             if (off < sizeof g)
-                off += (size_t)snprintf(g + off, sizeof g - off, "%sn %s %+.0f%%", i ? ", " : "", p[i]->value_str, m);
+                off += (size_t)snprintf(g + off, sizeof g - off, "%sn %s %+.0f%%", i ? ", " : "",
+                                        p[i]->value_str, m);
         }
-        pattern(x, up,
-                "Table 9: training CPU time per epoch grows with n (paper, total time against vanilla training: "
-                "+105%% at n = 1 to +221%% at n = 5): %s",
-                g);
+        pattern(
+            x, up,
+            "Table 9: training CPU time per epoch grows with n (paper, total time against vanilla training: "
+            "+105%% at n = 1 to +221%% at n = 5): %s",
+            g);
     }
     n = sweep_rows(x, 10, r, p);
     if (n > 1) {
@@ -284,30 +290,34 @@ static void lm_xp_check_sweep_patterns(lm_xp *x)
         for (size_t i = 1; i < n; i++) mono &= r[i]->auc.mean <= r[i - 1]->auc.mean;
         double sp;
         flat_gains(r, p, n, g, sizeof g, &sp);
-        pattern(x, lower,
-                "Table 10: even the smallest dropout (%s) lowers test AUC (paper: +1.47%% to +1.44%% at 0.1): %s",
-                p[1]->value_str, g);
-        pattern(x, mono, "Table 10: the higher the dropout, the lower the AUC (paper: +0.88%% at 0.6): %s", g);
+        pattern(
+            x, lower,
+            "Table 10: even the smallest dropout (%s) lowers test AUC (paper: +1.47%% to +1.44%% at 0.1): %s",
+            p[1]->value_str, g);
+        pattern(x, mono, "Table 10: the higher the dropout, the lower the AUC (paper: +0.88%% at 0.6): %s",
+                g);
     }
     n = sweep_rows(x, 12, r, p);
     if (n > 1) {
         int flat = flat_gains(r, p, n, g, sizeof g, &spread12);
-        pattern(x, flat,
-                "Table 12: the inner task learning rate matters little around the chosen value (paper: +1.44%% "
-                "to +1.47%% from 0.005 to 10; here every rate within three standard deviations of the "
-                "chosen and the gains within one point): %s (spread %.2f points)",
-                g, spread12);
+        pattern(
+            x, flat,
+            "Table 12: the inner task learning rate matters little around the chosen value (paper: +1.44%% "
+            "to +1.47%% from 0.005 to 10; here every rate within three standard deviations of the "
+            "chosen and the gains within one point): %s (spread %.2f points)",
+            g, spread12);
     }
     n = sweep_rows(x, 13, r, p);
     if (n > 1) {
         int flat = flat_gains(r, p, n, g, sizeof g, &spread13);
         (void)flat;
         if (!isnan(spread12))
-            pattern(x, spread13 > spread12,
-                    "Tables 12 and 13: the global learning rate is the more sensitive (paper: it needs tuning, "
-                    "the task rate hardly): spread of the gains %.2f points over the global rates (%s) against "
-                    "%.2f over the task rates",
-                    spread13, g, spread12);
+            pattern(
+                x, spread13 > spread12,
+                "Tables 12 and 13: the global learning rate is the more sensitive (paper: it needs tuning, "
+                "the task rate hardly): spread of the gains %.2f points over the global rates (%s) against "
+                "%.2f over the task rates",
+                spread13, g, spread12);
     }
     n = sweep_rows(x, 14, r, p);
     if (n > 1) {
@@ -321,17 +331,19 @@ static void lm_xp_check_sweep_patterns(lm_xp *x)
             best &= lat->auc.mean > r[i]->auc.mean;
             same &= lat->auc.mean == r[i]->auc.mean;
             if (off < sizeof g)
-                off += (size_t)snprintf(g + off, sizeof g - off, "%s%s %+.3f%%", off ? ", " : "", p[i]->value_str,
-                                        100 * (r[i]->auc.mean - lat->auc.mean) / lat->auc.mean);
+                off +=
+                    (size_t)snprintf(g + off, sizeof g - off, "%s%s %+.3f%%", off ? ", " : "",
+                                     p[i]->value_str, 100 * (r[i]->auc.mean - lat->auc.mean) / lat->auc.mean);
         }
         if (lat)
-            pattern(x, best,
-                    "Table 14: the embedding of the latest example beats max, mean and cosine pooling (paper: "
-                    "-0.06%%, -0.12%%, -0.10%%): relative to latest, %s%s",
-                    g,
-                    same ? " (identical: the meta features are constant within a task, so every example's "
-                           "meta-block output is the same and pooling changes nothing)"
-                         : "");
+            pattern(
+                x, best,
+                "Table 14: the embedding of the latest example beats max, mean and cosine pooling (paper: "
+                "-0.06%%, -0.12%%, -0.10%%): relative to latest, %s%s",
+                g,
+                same ? " (identical: the meta features are constant within a task, so every example's "
+                       "meta-block output is the same and pooling changes nothing)"
+                     : "");
     }
     n = sweep_rows(x, LM_XP_T_FRESH, r, p);
     if (n > 1) {
@@ -349,20 +361,22 @@ static void lm_xp_check_sweep_patterns(lm_xp *x)
                                         100 * (r[i]->auc.mean - f->auc.mean) / f->auc.mean);
         }
         if (f)
-            pattern(x, below,
-                    "Freshness: a stale embedding scores below a fresh one (paper, section 5: weekly instead of "
-                    "daily refresh cost 0.5%% AUC): fresh %.4f; %s",
-                    f->auc.mean, g);
+            pattern(
+                x, below,
+                "Freshness: a stale embedding scores below a fresh one (paper, section 5: weekly instead of "
+                "daily refresh cost 0.5%% AUC): fresh %.4f; %s",
+                f->auc.mean, g);
     }
     n = sweep_rows(x, 5, r, p);
     if (n == 2) {
         int ug = !strcmp(p[0]->value_str, "user");
         const lm_xp_row *u = ug ? r[0] : r[1], *gg = ug ? r[1] : r[0];
-        pattern(x, gg->gain.mean > u->gain.mean,
-                "Table 5: the finer task definition gains more (paper, pClick: +0.47%% per (user, notification "
-                "type) against +0.01%% per user): LiMAML adapted %+.2f%% per (user, genre) against %+.2f%% per "
-                "user, each over its own plain model without adaptation",
-                gg->gain.mean, u->gain.mean);
+        pattern(
+            x, gg->gain.mean > u->gain.mean,
+            "Table 5: the finer task definition gains more (paper, pClick: +0.47%% per (user, notification "
+            "type) against +0.01%% per user): LiMAML adapted %+.2f%% per (user, genre) against %+.2f%% per "
+            "user, each over its own plain model without adaptation",
+            gg->gain.mean, u->gain.mean);
     }
 }
 
@@ -471,8 +485,10 @@ static void point_json(cJSON *o, const lm_xp_point *p)
     double v[LM_XP_MAX_SEEDS];
     uint32_t n = p->nseeds;
     cJSON_AddStringToObject(o, "swept", p->param);
-    if (isnan(p->value)) cJSON_AddStringToObject(o, p->param, p->value_str);
-    else cJSON_AddNumberToObject(o, p->param, p->value);
+    if (isnan(p->value))
+        cJSON_AddStringToObject(o, p->param, p->value_str);
+    else
+        cJSON_AddNumberToObject(o, p->param, p->value);
     cJSON_AddBoolToObject(o, "chosen", p->chosen);
     cJSON_AddBoolToObject(o, "table3_models", p->reused);
     if (p->trained) {
@@ -500,11 +516,13 @@ static void point_json(cJSON *o, const lm_xp_point *p)
         for (uint32_t s = 0; s < n; s++) v[s] = p->alt[s].auc;
         cJSON_AddItemToObject(o, "auc_adapted_at_swept_rate", stat_json(lm_xp_stat_of(v, n)));
     }
-    if (!isnan(p->seed1_val)) cJSON_AddNumberToObject(o, "warm_val_auc_seed1", round(p->seed1_val * 1e6) / 1e6);
+    if (!isnan(p->seed1_val))
+        cJSON_AddNumberToObject(o, "warm_val_auc_seed1", round(p->seed1_val * 1e6) / 1e6);
     if (p->table == LM_XP_T_FRESH) {
         cJSON_AddStringToObject(o, "adapt_from", p->adapt_from == LM_ADAPT_VAL ? "val" : "train+val");
         cJSON *re = cJSON_AddObjectToObject(o, "realised");
-        for (uint32_t s = 0; s < n; s++) v[s] = p->res[s].tasks ? (double)p->res[s].tasks_adapted / p->res[s].tasks : 0;
+        for (uint32_t s = 0; s < n; s++)
+            v[s] = p->res[s].tasks ? (double)p->res[s].tasks_adapted / p->res[s].tasks : 0;
         cJSON_AddItemToObject(re, "tasks_adapted_frac", stat_json(lm_xp_stat_of(v, n)));
         for (uint32_t s = 0; s < n; s++) v[s] = (double)p->res[s].rows_adapted;
         cJSON_AddItemToObject(re, "rows_adapted", stat_json(lm_xp_stat_of(v, n)));

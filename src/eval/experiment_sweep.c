@@ -44,8 +44,10 @@ static lm_xp_point *new_point(lm_xp *x, int table, const char *param, double val
     p->table = table;
     p->param = param;
     p->value = value;
-    if (value_str) snprintf(p->value_str, sizeof p->value_str, "%s", value_str);
-    else snprintf(p->value_str, sizeof p->value_str, "%g", value);
+    if (value_str)
+        snprintf(p->value_str, sizeof p->value_str, "%s", value_str);
+    else
+        snprintf(p->value_str, sizeof p->value_str, "%g", value);
     p->algo = "limaml";
     p->adapt = 1;
     p->lr = l->lr, p->task_lr = l->task_lr, p->dropout = 0, p->inner = 1;
@@ -81,8 +83,8 @@ static void take_table3(const lm_xp *x, lm_xp_point *p, uint32_t s)
     p->trained = 1;
 }
 
-static int eval_point(const lm_xp *x, const lm_model *m, const lm_dataset *ds, const lm_xp_point *p, double alpha,
-                      lm_eval_result *r, lm_err *err)
+static int eval_point(const lm_xp *x, const lm_model *m, const lm_dataset *ds, const lm_xp_point *p,
+                      double alpha, lm_eval_result *r, lm_err *err)
 {
     lm_eval_opts e;
     lm_xp_eval_opts(x, p->k, alpha, 0, &e);
@@ -100,8 +102,8 @@ static double mean_auc(const lm_xp_point *p)
 }
 
 /* Train (or reuse) and score one point of the training sweeps on every seed. */
-static int run_train_point(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml, lm_xp_point *p, const char *tag,
-                           lm_err *err)
+static int run_train_point(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml, lm_xp_point *p,
+                           const char *tag, lm_err *err)
 {
     const lm_xp_arm *l = &x->arm[LM_XP_LIMAML];
     double t0 = lm_now();
@@ -240,7 +242,8 @@ static int run_eval_only(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml
         static const struct {
             int pool;
             const char *name;
-        } pools[] = {{LM_POOL_LATEST, "latest"}, {LM_POOL_MAX, "max"}, {LM_POOL_MEAN, "mean"}, {LM_POOL_COS, "cos"}};
+        } pools[] = {
+            {LM_POOL_LATEST, "latest"}, {LM_POOL_MAX, "max"}, {LM_POOL_MEAN, "mean"}, {LM_POOL_COS, "cos"}};
         for (size_t i = 0; !rc && i < 4; i++) {
             double t0 = lm_now();
             lm_xp_point *p = new_point(x, 14, "pool", NAN, pools[i].name);
@@ -249,8 +252,10 @@ static int run_eval_only(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml
             p->reused = 1;
             for (uint32_t s = 0; !rc && s < p->nseeds; s++) {
                 take_table3(x, p, s);
-                if (p->chosen) p->res[s] = l->test1[s];
-                else rc = eval_point(x, limaml[s], ds, p, p->alpha, &p->res[s], err);
+                if (p->chosen)
+                    p->res[s] = l->test1[s];
+                else
+                    rc = eval_point(x, limaml[s], ds, p, p->alpha, &p->res[s], err);
             }
             /* what validation would say: seed 1's warm validation AUC with this pooling */
             lm_eval_result r;
@@ -260,8 +265,8 @@ static int run_eval_only(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml
             if (!rc) rc = lm_evaluate(limaml[0], ds, &e, &r, err);
             if (!rc) p->seed1_val = r.auc;
             if (!rc)
-                lm_xp_say(o, "table 14 pool %-6s test AUC %.4f, seed 1 warm val AUC %.4f (%.1f s)", p->value_str,
-                          mean_auc(p), p->seed1_val, lm_now() - t0);
+                lm_xp_say(o, "table 14 pool %-6s test AUC %.4f, seed 1 warm val AUC %.4f (%.1f s)",
+                          p->value_str, mean_auc(p), p->seed1_val, lm_now() - t0);
         }
     }
     if (!rc && (o->tables & LM_XP_FRESH)) {
@@ -278,16 +283,19 @@ static int run_eval_only(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml
                 p->reused = 1;
                 for (uint32_t s = 0; !rc && s < p->nseeds; s++) {
                     take_table3(x, p, s);
-                    if (p->chosen) p->res[s] = l->test1[s];
-                    else rc = eval_point(x, limaml[s], ds, p, p->alpha, &p->res[s], err);
+                    if (p->chosen)
+                        p->res[s] = l->test1[s];
+                    else
+                        rc = eval_point(x, limaml[s], ds, p, p->alpha, &p->res[s], err);
                 }
                 if (!rc)
-                    lm_xp_say(o,
-                              "fresh %-9s stale %-4g days: test AUC %.4f; seed 1: %llu of %llu tasks adapted, "
-                              "lag %.1f days (%.1f s)",
-                              win ? "train+val" : "val", d, mean_auc(p), (unsigned long long)p->res[0].tasks_adapted,
-                              (unsigned long long)p->res[0].tasks, p->res[0].adapt_lag_mean / 86400.0,
-                              lm_now() - t0);
+                    lm_xp_say(
+                        o,
+                        "fresh %-9s stale %-4g days: test AUC %.4f; seed 1: %llu of %llu tasks adapted, "
+                        "lag %.1f days (%.1f s)",
+                        win ? "train+val" : "val", d, mean_auc(p),
+                        (unsigned long long)p->res[0].tasks_adapted, (unsigned long long)p->res[0].tasks,
+                        p->res[0].adapt_lag_mean / 86400.0, lm_now() - t0);
             }
     }
     return rc;
@@ -390,7 +398,8 @@ static int run_table5(lm_xp *x, lm_err *err)
                     p->epochs[s] = a->rep[s].epochs_run;
                 }
             }
-    lm_xp_say(o, "table 5: (user, genre) tasks: plain %.4f / adapted %.4f, LiMAML %.4f / adapted %.4f (%.1f s)",
+    lm_xp_say(o,
+              "table 5: (user, genre) tasks: plain %.4f / adapted %.4f, LiMAML %.4f / adapted %.4f (%.1f s)",
               g[0].test0[0].auc, g[0].test1[0].auc, g[1].test0[0].auc, g[1].test1[0].auc, lm_now() - t0);
     return LM_OK;
 }
@@ -406,12 +415,15 @@ int lm_xp_run_sweeps(lm_xp *x, const lm_dataset *ds, lm_model *const *limaml, lm
     for (size_t i = 0; i < x->npt; i++) {
         lm_xp_point *p = &x->pt[i];
         if (p->label[0]) continue;
-        if (!strcmp(p->algo, "plain")) snprintf(p->label, sizeof p->label, "Plain (vanilla training), no adaptation");
+        if (!strcmp(p->algo, "plain"))
+            snprintf(p->label, sizeof p->label, "Plain (vanilla training), no adaptation");
         else if (p->table == LM_XP_T_FRESH)
             snprintf(p->label, sizeof p->label, "LiMAML, adapted on %s, %s",
-                     p->adapt_from == LM_ADAPT_VAL ? "validation parts" : "train + validation parts (recent window)",
+                     p->adapt_from == LM_ADAPT_VAL ? "validation parts"
+                                                   : "train + validation parts (recent window)",
                      p->stale_days > 0 ? "stale" : "fresh");
-        else snprintf(p->label, sizeof p->label, "LiMAML, %s = %s", p->param, p->value_str);
+        else
+            snprintf(p->label, sizeof p->label, "LiMAML, %s = %s", p->param, p->value_str);
     }
     return rc;
 }

@@ -22,8 +22,8 @@ typedef struct iterate {
     REAL *g; // (P_g)
 } iterate;
 
-static iterate iter_at(const lm_net *n, const WS *ws, size_t k, const REAL *theta_m,
-                       const REAL *theta_g, int maml)
+static iterate iter_at(const lm_net *n, const WS *ws, size_t k, const REAL *theta_m, const REAL *theta_g,
+                       int maml)
 {
     iterate it;
     if (k == 0) {
@@ -44,10 +44,10 @@ static void sgd_step(REAL *y, const REAL *x, const REAL *g, REAL alpha, size_t c
     for (size_t i = 0; i < count; i++) y[i] = x[i] - alpha * g[i];
 }
 
-double LM_META_FN(lm_meta_task)(const lm_net *n, const lm_meta_opts *o, WS *ws,
-                                const REAL *theta_m, const REAL *theta_g, const ROWS *support,
-                                const ROWS *query, REAL *adapted_m, REAL *adapted_g,
-                                REAL *grad_m, REAL *grad_g, lm_meta_stats *stats, lm_rng *rng)
+double LM_META_FN(lm_meta_task)(const lm_net *n, const lm_meta_opts *o, WS *ws, const REAL *theta_m,
+                                const REAL *theta_g, const ROWS *support, const ROWS *query, REAL *adapted_m,
+                                REAL *adapted_g, REAL *grad_m, REAL *grad_g, lm_meta_stats *stats,
+                                lm_rng *rng)
 {
     LM_ASSERT(n && o && ws && theta_m && theta_g && query);
     LM_ASSERT(!grad_m == !grad_g);
@@ -110,8 +110,7 @@ double LM_META_FN(lm_meta_task)(const lm_net *n, const lm_meta_opts *o, WS *ws,
             for (size_t k = nsteps; k-- > 0;) {
                 iterate it = iter_at(n, ws, k, theta_m, theta_g, maml);
                 for (size_t i = 0; i < P; i++) v[i] = -alpha * a[i];
-                LM_META_FN(lm_net_hvp)(n, ws, k, it.m, it.g, support, v, maml ? v + Pm : NULL,
-                                       1.0, a, a_g);
+                LM_META_FN(lm_net_hvp)(n, ws, k, it.m, it.g, support, v, maml ? v + Pm : NULL, 1.0, a, a_g);
             }
         }
         vaxpy_r(grad_m, 1, a, Pm);
@@ -124,8 +123,8 @@ double LM_META_FN(lm_meta_task)(const lm_net *n, const lm_meta_opts *o, WS *ws,
 }
 
 double LM_META_FN(lm_meta_adapt)(const lm_net *n, WS *ws, int algo, size_t steps, double alpha,
-                                 const REAL *theta_m, const REAL *theta_g, const ROWS *r,
-                                 REAL *out_m, REAL *out_g, int dropout_mode, lm_rng *rng)
+                                 const REAL *theta_m, const REAL *theta_g, const ROWS *r, REAL *out_m,
+                                 REAL *out_g, int dropout_mode, lm_rng *rng)
 {
     LM_ASSERT(n && ws && theta_m && theta_g && r && out_m);
     LM_ASSERT(algo == LM_ALGO_PLAIN || algo == LM_ALGO_LIMAML || algo == LM_ALGO_MAML);
@@ -139,8 +138,8 @@ double LM_META_FN(lm_meta_adapt)(const lm_net *n, WS *ws, int algo, size_t steps
     double first = 0;
     for (size_t k = 0; k < steps && r->n; k++) {
         vzero(g, Pm + (maml ? Pg : 0));
-        double loss = LM_META_FN(lm_net_grad)(n, ws, 0, out_m, cur_g, r, g, maml ? g + Pm : NULL,
-                                              dropout_mode, rng);
+        double loss =
+            LM_META_FN(lm_net_grad)(n, ws, 0, out_m, cur_g, r, g, maml ? g + Pm : NULL, dropout_mode, rng);
         if (k == 0) first = loss;
         sgd_step(out_m, out_m, g, (REAL)alpha, Pm);
         if (maml) sgd_step(out_g, out_g, g + Pm, (REAL)alpha, Pg);

@@ -14,11 +14,11 @@ struct lm_meta_batch_ws {
     int kernel, nparts;
     size_t max_tasks;
     void (*run)(const bt_ctx *c, bt_part *p);
-    float *wbuf;               /* the packed global block */
+    float *wbuf; /* the packed global block */
     bt_gw gw;
     bt_part *parts;
-    void **pmem;               /* per partition: its float buffer, then its byte buffers */
-    double *cost, *load;       /* (max_tasks), (nparts): dealing the tasks */
+    void **pmem;         /* per partition: its float buffer, then its byte buffers */
+    double *cost, *load; /* (max_tasks), (nparts): dealing the tasks */
     size_t *order;
     int *owner;
 };
@@ -46,8 +46,7 @@ int lm_meta_batch_supported(const lm_net *n, const lm_meta_opts *o, lm_err *err)
     if (o->algo != LM_ALGO_LIMAML && o->algo != LM_ALGO_PLAIN)
         return lm_err_set(err, LM_EINVAL, "batch: algorithm %d (only limaml and plain)", o->algo);
     if (n->cfg.dropout > 0 && o->dropout_mode != LM_DROPOUT_OFF)
-        return lm_err_set(err, LM_EINVAL, "batch: dropout %.3g is on (only dropout off)",
-                          n->cfg.dropout);
+        return lm_err_set(err, LM_EINVAL, "batch: dropout %.3g is on (only dropout off)", n->cfg.dropout);
     if (!(o->support_weight >= 0))
         return lm_err_set(err, LM_EINVAL, "batch: support weight %g < 0", o->support_weight);
     return LM_OK;
@@ -185,8 +184,8 @@ static void *zalloc_aligned(size_t bytes)
     return p;
 }
 
-int lm_meta_batch_ws_alloc(lm_meta_batch_ws **out, const lm_net *n, size_t max_tasks,
-                           size_t max_rows, size_t max_steps, int nparts, int kernel, lm_err *err)
+int lm_meta_batch_ws_alloc(lm_meta_batch_ws **out, const lm_net *n, size_t max_tasks, size_t max_rows,
+                           size_t max_steps, int nparts, int kernel, lm_err *err)
 {
     LM_ASSERT(out && n);
     *out = NULL;
@@ -199,15 +198,14 @@ int lm_meta_batch_ws_alloc(lm_meta_batch_ws **out, const lm_net *n, size_t max_t
     if (kernel < LM_BATCH_KERNEL_PLAIN || kernel > LM_BATCH_KERNEL_AVX2)
         return lm_err_set(err, LM_EINVAL, "batch: kernel %d is not a kernel", kernel);
     if (!cpu_runs(kernel))
-        return lm_err_set(err, LM_EINVAL, "batch: this processor cannot run kernel %d (%s)",
-                          kernel, kernel == LM_BATCH_KERNEL_AVX512 ? "avx-512" : "avx2+fma");
+        return lm_err_set(err, LM_EINVAL, "batch: this processor cannot run kernel %d (%s)", kernel,
+                          kernel == LM_BATCH_KERNEL_AVX512 ? "avx-512" : "avx2+fma");
     if (nparts <= 0) nparts = omp_get_max_threads();
     if (max_tasks == 0) max_tasks = 1;
     if (max_rows == 0) max_rows = 1;
-    if (max_rows > ((size_t)1 << 24) || max_steps > 4096 || max_tasks > ((size_t)1 << 24) ||
-        nparts > 1024)
-        return lm_err_set(err, LM_EINVAL, "batch: workspace too large (%zu rows, %zu steps)",
-                          max_rows, max_steps);
+    if (max_rows > ((size_t)1 << 24) || max_steps > 4096 || max_tasks > ((size_t)1 << 24) || nparts > 1024)
+        return lm_err_set(err, LM_EINVAL, "batch: workspace too large (%zu rows, %zu steps)", max_rows,
+                          max_steps);
 
     lm_meta_batch_ws *ws = calloc(1, sizeof *ws);
     if (!ws) return lm_err_set(err, LM_ENOMEM, "batch: out of memory");
@@ -264,8 +262,7 @@ int lm_meta_batch_ws_alloc(lm_meta_batch_ws **out, const lm_net *n, size_t max_t
     return LM_OK;
 oom:
     lm_meta_batch_ws_free(ws);
-    return lm_err_set(err, LM_ENOMEM, "batch: out of memory (%zu rows, %d partitions)", max_rows,
-                      nparts);
+    return lm_err_set(err, LM_ENOMEM, "batch: out of memory (%zu rows, %d partitions)", max_rows, nparts);
 }
 
 int lm_meta_batch_ws_kernel(const lm_meta_batch_ws *ws)
@@ -397,11 +394,10 @@ static void rows_check(const lm_net *n, const lm_rows_f32 *r, size_t max_rows)
     LM_ASSERT(r->n == 0 || (r->label && r->meta && (!n->ndense || r->dense) && (!n->ncat || r->cat)));
 }
 
-int lm_meta_batch_f32(const lm_net *n, const lm_meta_opts *o, lm_meta_batch_ws *ws,
-                      const float *theta_m, const float *theta_g, size_t ntasks,
-                      const lm_rows_f32 *support, const lm_rows_f32 *query, float *grad_m,
-                      float *grad_g, lm_meta_stats *task_stats, lm_meta_batch_stats *stats,
-                      lm_err *err)
+int lm_meta_batch_f32(const lm_net *n, const lm_meta_opts *o, lm_meta_batch_ws *ws, const float *theta_m,
+                      const float *theta_g, size_t ntasks, const lm_rows_f32 *support,
+                      const lm_rows_f32 *query, float *grad_m, float *grad_g, lm_meta_stats *task_stats,
+                      lm_meta_batch_stats *stats, lm_err *err)
 {
     LM_ASSERT(n && o && ws && theta_m && theta_g && (query || ntasks == 0));
     LM_ASSERT(!grad_m == !grad_g);
@@ -532,8 +528,7 @@ static double gtan(const bt_dims *d, size_t B, int uni)
     return f;
 }
 
-double lm_meta_batch_flops(const lm_net *n, const lm_meta_opts *o, size_t Bs, size_t Bq,
-                           int uniform)
+double lm_meta_batch_flops(const lm_net *n, const lm_meta_opts *o, size_t Bs, size_t Bq, int uniform)
 {
     LM_ASSERT(n && o);
     if (net_supported(n, NULL)) return 0;
@@ -547,16 +542,13 @@ double lm_meta_batch_flops(const lm_net *n, const lm_meta_opts *o, size_t Bs, si
     if (plain) Bs = 0;
     if (Bs && (steps > 0 || w > 0)) f += prep(d, Bs, uni);
     if (Bq) f += prep(d, Bq, uni);
-    if (Bs)
-        f += steps * (meta_pass(d, Ms, 0) + gfwd(d, Bs, uni) + gbwd(d, Bs, uni, 0) +
-                      meta_pass(d, Ms, 1));
+    if (Bs) f += steps * (meta_pass(d, Ms, 0) + gfwd(d, Bs, uni) + gbwd(d, Bs, uni, 0) + meta_pass(d, Ms, 1));
     if (Bq) f += meta_pass(d, Mq, 0) + gfwd(d, Bq, uni) + gbwd(d, Bq, uni, 1) + meta_pass(d, Mq, 1);
     /* the passes over the support rows sum their fixed-column layer-0 gradients first */
     double spass = (w > 0 ? 1 : 0) + (o->first_order ? 0 : steps);
     double fixed = Bs && spass > 1 ? l0fixed(d, Bs, uni) : 0;
     if (w > 0 && Bs)
-        f += meta_pass(d, Ms, 0) + gfwd(d, Bs, uni) + gbwd(d, Bs, uni, 1) + meta_pass(d, Ms, 1) -
-             fixed;
+        f += meta_pass(d, Ms, 0) + gfwd(d, Bs, uni) + gbwd(d, Bs, uni, 1) + meta_pass(d, Ms, 1) - fixed;
     if (!o->first_order && Bs)
         f += steps * (meta_pass(d, Ms, 2) + gtan(d, Bs, uni) + meta_pass(d, Ms, 3) - fixed);
     return f + fixed;

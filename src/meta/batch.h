@@ -38,12 +38,12 @@ enum {
 
 /* Sums over the tasks of one call. */
 typedef struct lm_meta_batch_stats {
-    double objective;          /* sum of L_q(theta^n) + w L_s(theta^n) */
-    double query_loss;         /* sum of L_q(theta^n) */
-    double support_loss;       /* sum of L_s(theta^0) (0 for tasks without steps) */
-    double support_loss_after; /* sum of L_s(theta^n) when w > 0 */
+    double objective;              /* sum of L_q(theta^n) + w L_s(theta^n) */
+    double query_loss;             /* sum of L_q(theta^n) */
+    double support_loss;           /* sum of L_s(theta^0) (0 for tasks without steps) */
+    double support_loss_after;     /* sum of L_s(theta^n) when w > 0 */
     size_t splits, splits_uniform; /* task splits seen, and those on the one-row meta path */
-    double flops;              /* linear-layer FLOPs done (2 per multiply-add) */
+    double flops;                  /* linear-layer FLOPs done (2 per multiply-add) */
 } lm_meta_batch_stats;
 
 /* The workspace of lm_meta_batch_f32: packed weights, per-partition scratch and gradient
@@ -62,9 +62,8 @@ int lm_meta_batch_supported(const lm_net *n, const lm_meta_opts *o, lm_err *err)
  * kernel the processor lacks is LM_EINVAL.
  * LM_EINVAL for a net lm_meta_batch_supported refuses, LM_ENOMEM.
  * @note free with lm_meta_batch_ws_free (NULL is fine). */
-int lm_meta_batch_ws_alloc(lm_meta_batch_ws **ws, const lm_net *n, size_t max_tasks,
-                           size_t max_rows, size_t max_steps, int nparts, int kernel,
-                           lm_err *err);
+int lm_meta_batch_ws_alloc(lm_meta_batch_ws **ws, const lm_net *n, size_t max_tasks, size_t max_rows,
+                           size_t max_steps, int nparts, int kernel, lm_err *err);
 void lm_meta_batch_ws_free(lm_meta_batch_ws *ws);
 /* The kernel the workspace runs (LM_BATCH_KERNEL_PLAIN, _AVX512 or _AVX2) and its
  * partitions. */
@@ -79,38 +78,36 @@ int lm_meta_batch_ws_parts(const lm_meta_batch_ws *ws);
  * stats: filled, or NULL. Returns LM_OK; LM_EINVAL (message in err, nothing written) for
  * options lm_meta_batch_supported refuses; a batch larger than the workspace (tasks, rows,
  * steps) is a bug: LM_ASSERT. */
-int lm_meta_batch_f32(const lm_net *n, const lm_meta_opts *o, lm_meta_batch_ws *ws,
-                      const float *theta_m, const float *theta_g, size_t ntasks,
-                      const lm_rows_f32 *support, const lm_rows_f32 *query, float *grad_m,
-                      float *grad_g, lm_meta_stats *task_stats, lm_meta_batch_stats *stats,
-                      lm_err *err);
+int lm_meta_batch_f32(const lm_net *n, const lm_meta_opts *o, lm_meta_batch_ws *ws, const float *theta_m,
+                      const float *theta_g, size_t ntasks, const lm_rows_f32 *support,
+                      const lm_rows_f32 *query, float *grad_m, float *grad_g, lm_meta_stats *task_stats,
+                      lm_meta_batch_stats *stats, lm_err *err);
 
 /* Linear-layer FLOPs (2 per multiply-add) lm_meta_batch_f32 does for one task of Bs support
  * and Bq query rows, with uniform = 1 when both splits have one meta row, 0 when neither.
  * Compare lm_meta_task_flops, the reference's count. */
-double lm_meta_batch_flops(const lm_net *n, const lm_meta_opts *o, size_t Bs, size_t Bq,
-                           int uniform);
+double lm_meta_batch_flops(const lm_net *n, const lm_meta_opts *o, size_t Bs, size_t Bq, int uniform);
 
 /* ============================================================================================
  * throughput measurement (for `limaml bench train`)
  * ========================================================================================== */
 
 typedef struct lm_meta_batch_bench_opts {
-    size_t tasks_per_batch;     /* T */
-    int threads;                /* partitions and OpenMP threads of both engines */
-    double seconds;             /* about how long to time each engine */
-    int reference;              /* 1: also time lm_meta_task over the same batches */
-    int uniform_meta;           /* 1: a task's meta features are equal on all its rows */
-    int kernel;                 /* LM_BATCH_KERNEL_* of the batch engine */
+    size_t tasks_per_batch; /* T */
+    int threads;            /* partitions and OpenMP threads of both engines */
+    double seconds;         /* about how long to time each engine */
+    int reference;          /* 1: also time lm_meta_task over the same batches */
+    int uniform_meta;       /* 1: a task's meta features are equal on all its rows */
+    int kernel;             /* LM_BATCH_KERNEL_* of the batch engine */
     uint64_t seed;
 } lm_meta_batch_bench_opts;
 
 typedef struct lm_meta_batch_bench_result {
-    double tasks_per_s, ref_tasks_per_s;  /* batch engine, reference (0 when not run) */
+    double tasks_per_s, ref_tasks_per_s;           /* batch engine, reference (0 when not run) */
     double best_tasks_per_s, ref_best_tasks_per_s; /* from each batch's fastest time */
-    double gflops_ref_count;   /* batch engine: lm_meta_task_flops of its tasks per second */
-    double gflops_own_count;   /* batch engine: lm_meta_batch_flops per second */
-    double ref_gflops;         /* reference: lm_meta_task_flops per second */
+    double gflops_ref_count;         /* batch engine: lm_meta_task_flops of its tasks per second */
+    double gflops_own_count;         /* batch engine: lm_meta_batch_flops per second */
+    double ref_gflops;               /* reference: lm_meta_task_flops per second */
     double mean_support, mean_query; /* rows per task over the timed batches */
     size_t batches, ref_batches;
 } lm_meta_batch_bench_result;
@@ -124,8 +121,7 @@ typedef struct lm_meta_batch_bench_result {
  * ever slows a batch down, so "best" is the estimate least disturbed by it).
  * LM_EINVAL, LM_ENOMEM with a message. */
 int lm_meta_batch_bench(const lm_net *n, const lm_meta_opts *o, const uint32_t *sizes_s,
-                        const uint32_t *sizes_q, size_t npool,
-                        const lm_meta_batch_bench_opts *bo, lm_meta_batch_bench_result *res,
-                        lm_err *err);
+                        const uint32_t *sizes_q, size_t npool, const lm_meta_batch_bench_opts *bo,
+                        lm_meta_batch_bench_result *res, lm_err *err);
 
 #endif

@@ -18,15 +18,15 @@ typedef struct bench_data {
     double rows_s, rows_q;
 } bench_data;
 
-static int fill_rows(lm_rows_f32 *r, const lm_net *n, size_t B, int uniform, lm_rng *rng,
-                     lm_err *err)
+static int fill_rows(lm_rows_f32 *r, const lm_net *n, size_t B, int uniform, lm_rng *rng, lm_err *err)
 {
     int rc = lm_rows_alloc_f32(r, n->nmeta, n->ndense, n->ncat, B ? B : 1, err);
     if (rc) return rc;
     r->n = B;
     for (size_t b = 0; b < B; b++) {
         float *m = r->meta + b * n->nmeta;
-        if (uniform && b > 0) memcpy(m, r->meta, n->nmeta * sizeof *m);
+        if (uniform && b > 0)
+            memcpy(m, r->meta, n->nmeta * sizeof *m);
         else
             for (size_t j = 0; j < n->nmeta; j++) m[j] = (float)lm_rng_uniform(rng);
         for (size_t j = 0; j < n->ndense; j++) r->dense[b * n->ndense + j] = (float)lm_rng_uniform(rng);
@@ -57,8 +57,7 @@ static int cmp_dbl(const void *a, const void *b)
 
 /* The batches differ in size, so each batch's times are summarized apart: throughput =
  * NBATCH T / the sum over batches of their median (or fastest) time. */
-static void summarize(double *times, const size_t *cnt, size_t T, double *med_tps,
-                      double *best_tps)
+static void summarize(double *times, const size_t *cnt, size_t T, double *med_tps, double *best_tps)
 {
     double med = 0, best = 0;
     for (size_t b = 0; b < NBATCH; b++) {
@@ -75,8 +74,8 @@ static void summarize(double *times, const size_t *cnt, size_t T, double *med_tp
 /* The per-task reference over batch b, threaded like the training loop (one workspace and one
  * gradient pair per thread, summed in thread order after the batch). */
 static void ref_batch(const lm_net *n, const lm_meta_opts *o, const bench_data *bd, size_t b,
-                      lm_meta_ws_f32 *ws, float **gm, float **gg, const float *tm,
-                      const float *tg, int threads, float *grad_m, float *grad_g)
+                      lm_meta_ws_f32 *ws, float **gm, float **gg, const float *tm, const float *tg,
+                      int threads, float *grad_m, float *grad_g)
 {
     size_t T = bd->T;
 #pragma omp parallel num_threads(threads)
@@ -88,8 +87,8 @@ static void ref_batch(const lm_net *n, const lm_meta_opts *o, const bench_data *
         memset(gg[me], 0, n->global_np * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (size_t i = 0; i < T; i++)
-            lm_meta_task_f32(n, o, &ws[me], tm, tg, &bd->S[b * T + i], &bd->Q[b * T + i], NULL, NULL,
-                             gm[me], gg[me], NULL, &rng);
+            lm_meta_task_f32(n, o, &ws[me], tm, tg, &bd->S[b * T + i], &bd->Q[b * T + i], NULL, NULL, gm[me],
+                             gg[me], NULL, &rng);
     }
     for (int q = 0; q < threads; q++) {
         for (size_t j = 0; j < n->meta_np; j++) grad_m[j] += gm[q][j];
@@ -98,9 +97,8 @@ static void ref_batch(const lm_net *n, const lm_meta_opts *o, const bench_data *
 }
 
 int lm_meta_batch_bench(const lm_net *n, const lm_meta_opts *o, const uint32_t *sizes_s,
-                        const uint32_t *sizes_q, size_t npool,
-                        const lm_meta_batch_bench_opts *bo, lm_meta_batch_bench_result *res,
-                        lm_err *err)
+                        const uint32_t *sizes_q, size_t npool, const lm_meta_batch_bench_opts *bo,
+                        lm_meta_batch_bench_result *res, lm_err *err)
 {
     LM_ASSERT(n && o && bo && res);
     memset(res, 0, sizeof *res);
@@ -154,8 +152,8 @@ int lm_meta_batch_bench(const lm_net *n, const lm_meta_opts *o, const uint32_t *
     for (size_t it = 0; runs < MAXRUNS; it++) {
         size_t b = it % NBATCH;
         double t0 = lm_now();
-        rc = lm_meta_batch_f32(n, o, ws, tm, tg, T, &bd.S[b * T], &bd.Q[b * T], grad_m, grad_g,
-                               NULL, NULL, err);
+        rc = lm_meta_batch_f32(n, o, ws, tm, tg, T, &bd.S[b * T], &bd.Q[b * T], grad_m, grad_g, NULL, NULL,
+                               err);
         double dt = lm_now() - t0;
         if (rc) goto done;
         if (it < NBATCH) { /* warm-up: one round */

@@ -55,9 +55,8 @@ static void dims_init(be_dims *d, const lm_net *n)
 static int dims_equal(const be_dims *a, const be_dims *b)
 {
     return a->p_np == b->p_np && a->meta_np == b->meta_np && a->global_np == b->global_np &&
-           a->nin == b->nin && a->nmeta == b->nmeta && a->E == b->E && a->L == b->L &&
-           a->Lm == b->Lm && !memcmp(a->HP, b->HP, sizeof a->HP) && a->Kdc == b->Kdc &&
-           a->emb_logit == b->emb_logit;
+           a->nin == b->nin && a->nmeta == b->nmeta && a->E == b->E && a->L == b->L && a->Lm == b->Lm &&
+           !memcmp(a->HP, b->HP, sizeof a->HP) && a->Kdc == b->Kdc && a->emb_logit == b->emb_logit;
 }
 
 /* A bump allocator over one 64-byte aligned float buffer; with base NULL it only counts.
@@ -117,8 +116,7 @@ static void plan_layout(lm_meta_embed_plan *p, cursor *c)
 }
 
 /* The global block and theta_m into the packed layouts (pads stay zero from the allocation). */
-static void plan_pack(lm_meta_embed_plan *p, const lm_net *n, const float *theta_m,
-                      const float *theta_g)
+static void plan_pack(lm_meta_embed_plan *p, const lm_net *n, const float *theta_m, const float *theta_g)
 {
     const be_dims *d = &p->d;
     const lm_mlp *g = &n->global, *m = &n->meta;
@@ -308,10 +306,10 @@ double lm_meta_embed_flops(const lm_net *n, size_t B, uint32_t steps, int pool, 
     }
     fwd += 2.0 * b * (double)d->HP[d->L - 2]; /* the logit */
     double step = fwd + bwd + meta_fwd_f(d, M) + meta_bwd_f(d, M);
-    step += 2.0 * M * H0P * (double)d->E;        /* E WE^T */
+    step += 2.0 * M * H0P * (double)d->E;              /* E WE^T */
     step += 2.0 * M * (double)d->EP * (double)d->H[0]; /* dE */
     if (steps) {
-        f += 2.0 * b * H0P * (double)d->Kdc;     /* P */
+        f += 2.0 * b * H0P * (double)d->Kdc; /* P */
         if (d->meta_in_global) f += 2.0 * M * H0P * (double)d->nmeta;
         f += (double)steps * step;
     }

@@ -56,8 +56,7 @@ int lm_meta_embed_plan_kernel(const lm_meta_embed_plan *p);
  * @note Not shared between threads; valid for plans of net n. Free with lm_meta_embed_ws_free
  * (NULL is fine). LM_EINVAL for an unsupported net, LM_ENOMEM. */
 typedef struct lm_meta_embed_ws lm_meta_embed_ws;
-int lm_meta_embed_ws_alloc(lm_meta_embed_ws **out, const lm_net *n, size_t max_rows,
-                           lm_err *err);
+int lm_meta_embed_ws_alloc(lm_meta_embed_ws **out, const lm_net *n, size_t max_rows, lm_err *err);
 void lm_meta_embed_ws_free(lm_meta_embed_ws *ws);
 
 /* ============================================================================================
@@ -84,7 +83,7 @@ double lm_meta_embed_flops(const lm_net *n, size_t B, uint32_t steps, int pool, 
  * ========================================================================================== */
 
 typedef struct lm_meta_embed_bench_opts {
-    uint32_t steps;     /* k */
+    uint32_t steps; /* k */
     double alpha;
     int pool;           /* LM_POOL_... */
     int threads;        /* OpenMP threads (<= 0: the OpenMP maximum) */
@@ -96,14 +95,14 @@ typedef struct lm_meta_embed_bench_opts {
 } lm_meta_embed_bench_opts;
 
 typedef struct lm_meta_embed_bench_result {
-    double tasks_per_s;         /* full pass: each task's rows gathered, then embedded */
-    double compute_tasks_per_s; /* the pool's tasks, rows gathered beforehand */
-    double ref_tasks_per_s;     /* lm_meta_task_embedding, rows gathered (0: not run) */
-    double gflops;              /* compute-only, lm_meta_embed_flops per second */
+    double tasks_per_s;             /* full pass: each task's rows gathered, then embedded */
+    double compute_tasks_per_s;     /* the pool's tasks, rows gathered beforehand */
+    double ref_tasks_per_s;         /* lm_meta_task_embedding, rows gathered (0: not run) */
+    double gflops;                  /* compute-only, lm_meta_embed_flops per second */
     double mean_rows, uniform_frac; /* over the pool's tasks */
-    uint64_t tasks;             /* tasks of the full pass */
-    double max_rel_diff;        /* worst max|fast - ref| / max|ref| over the reference's tasks */
-    uint64_t ref_over_1e4;      /* of those tasks, how many differ by more than 1e-4: with k >= 2
+    uint64_t tasks;                 /* tasks of the full pass */
+    double max_rel_diff;            /* worst max|fast - ref| / max|ref| over the reference's tasks */
+    uint64_t ref_over_1e4;          /* of those tasks, how many differ by more than 1e-4: with k >= 2
                                  * a few in 10,000 sit within rounding of a ReLU kink, where any
                                  * two float computations part (docs/EMBED.md) */
 } lm_meta_embed_bench_result;
@@ -115,8 +114,7 @@ typedef struct lm_meta_embed_bench_result {
  * asked, the reference (lm_meta_task_embedding) over the first ref_tasks tasks, with the worst
  * difference. Nothing is stored. LM_EINVAL, LM_ENOMEM, LM_EMISMATCH (a dataset of other
  * widths), with a message. */
-int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *theta_g,
-                        const lm_dataset *ds, const lm_meta_embed_bench_opts *bo,
-                        lm_meta_embed_bench_result *res, lm_err *err);
+int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *theta_g, const lm_dataset *ds,
+                        const lm_meta_embed_bench_opts *bo, lm_meta_embed_bench_result *res, lm_err *err);
 
 #endif

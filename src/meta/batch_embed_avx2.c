@@ -50,8 +50,8 @@ static inline float hsum8(__m256 x)
 #pragma clang attribute pop
 #endif
 #else /* not x86: meta/batch_embed.c never selects this kernel */
-void be_run_avx2(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r,
-                 uint32_t steps, float alpha, int pool, float *out)
+void be_run_avx2(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r, uint32_t steps,
+                 float alpha, int pool, float *out)
 {
     LM_UNUSED(p), LM_UNUSED(w), LM_UNUSED(r), LM_UNUSED(steps), LM_UNUSED(alpha);
     LM_UNUSED(pool), LM_UNUSED(out);

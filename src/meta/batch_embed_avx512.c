@@ -7,8 +7,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2"))), \
-                             apply_to = function)
+#pragma clang attribute push(                                                                                \
+    __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2"))), apply_to = function)
 #else
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2")
 #endif
@@ -34,8 +34,7 @@ typedef __m512 vf;
 #define V_SET1(x) _mm512_set1_ps(x)
 #define V_ZERO() _mm512_setzero_ps()
 #define V_RELU(x) _mm512_max_ps((x), _mm512_setzero_ps())
-#define V_POS(x, ref)                                                                          \
-    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((ref), _mm512_setzero_ps(), _CMP_GT_OQ), (x))
+#define V_POS(x, ref) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((ref), _mm512_setzero_ps(), _CMP_GT_OQ), (x))
 #define V_HSUM(x) _mm512_reduce_add_ps(x)
 
 #define BE_TILED
@@ -46,8 +45,8 @@ typedef __m512 vf;
 #pragma clang attribute pop
 #endif
 #else /* not x86: meta/batch_embed.c never selects this kernel */
-void be_run_avx512(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r,
-                   uint32_t steps, float alpha, int pool, float *out)
+void be_run_avx512(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r, uint32_t steps,
+                   float alpha, int pool, float *out)
 {
     LM_UNUSED(p), LM_UNUSED(w), LM_UNUSED(r), LM_UNUSED(steps), LM_UNUSED(alpha);
     LM_UNUSED(pool), LM_UNUSED(out);

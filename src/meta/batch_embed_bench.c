@@ -35,9 +35,8 @@ static int uniform(const lm_rows_f32 *r)
  * (plan) or reference (plan NULL). out: (T, E) or NULL (then a per-thread scratch vector).
  * Returns the seconds, or -1 when a thread's workspace could not be allocated. */
 static double pass(const lm_net *n, const lm_meta_embed_plan *plan, const float *theta_m,
-                   const float *theta_g, const lm_dataset *ds, const lm_rows_f32 *pool,
-                   uint64_t T, size_t maxrows, const lm_meta_embed_bench_opts *bo, int threads,
-                   float *out)
+                   const float *theta_g, const lm_dataset *ds, const lm_rows_f32 *pool, uint64_t T,
+                   size_t maxrows, const lm_meta_embed_bench_opts *bo, int threads, float *out)
 {
     int bad = 0;
     size_t E = n->E;
@@ -47,7 +46,8 @@ static double pass(const lm_net *n, const lm_meta_embed_plan *plan, const float 
         lm_meta_embed_ws *ews = NULL;
         lm_meta_ws_f32 rws = {0};
         lm_rows_f32 r = {0};
-        float *tm = malloc((n->meta_np + 1) * sizeof(float)), *scr = malloc((maxrows * E + 1) * sizeof(float));
+        float *tm = malloc((n->meta_np + 1) * sizeof(float)),
+              *scr = malloc((maxrows * E + 1) * sizeof(float));
         float *vec = malloc((E + 1) * sizeof(float));
         int rc = !tm || !scr || !vec;
         if (!rc && !pool) rc = lm_rows_alloc_f32(&r, n->nmeta, n->ndense, n->ncat, maxrows, NULL);
@@ -78,13 +78,13 @@ static double pass(const lm_net *n, const lm_meta_embed_plan *plan, const float 
     return bad ? -1 : lm_now() - t0;
 }
 
-int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *theta_g,
-                        const lm_dataset *ds, const lm_meta_embed_bench_opts *bo,
-                        lm_meta_embed_bench_result *res, lm_err *err)
+int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *theta_g, const lm_dataset *ds,
+                        const lm_meta_embed_bench_opts *bo, lm_meta_embed_bench_result *res, lm_err *err)
 {
     LM_ASSERT(n && theta_m && theta_g && ds && bo && res);
     memset(res, 0, sizeof *res);
-    if (n->nmeta != lm_dataset_nmeta(ds) || n->ndense != lm_dataset_ndense(ds) || n->ncat != lm_dataset_ncat(ds))
+    if (n->nmeta != lm_dataset_nmeta(ds) || n->ndense != lm_dataset_ndense(ds) ||
+        n->ncat != lm_dataset_ncat(ds))
         return lm_err_set(err, LM_EMISMATCH, "bench embed: the dataset's widths differ from the net's");
     if (bo->pool < LM_POOL_LATEST || bo->pool > LM_POOL_COS)
         return lm_err_set(err, LM_EINVAL, "bench embed: unknown pooling %d", bo->pool);
@@ -100,7 +100,8 @@ int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *thet
 
     /* the pool: its tasks' rows in one allocation each */
     lm_rows_f32 *pool = calloc(Tpool, sizeof *pool);
-    float *out = malloc((LM_MAX(Tref, 1) * E) * sizeof(float)), *ref = malloc((LM_MAX(Tref, 1) * E) * sizeof(float));
+    float *out = malloc((LM_MAX(Tref, 1) * E) * sizeof(float)),
+          *ref = malloc((LM_MAX(Tref, 1) * E) * sizeof(float));
     if (!pool || !out || !ref) rc = lm_err_set(err, LM_ENOMEM, "bench embed: out of memory");
     double rows = 0, uni = 0, flops = 0;
     for (uint64_t t = 0; !rc && t < Tpool; t++) {
@@ -116,7 +117,8 @@ int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *thet
         res->tasks = T;
         res->mean_rows = rows / (double)Tpool, res->uniform_frac = uni / (double)Tpool;
         /* a warm-up pass over the pool, then the timed passes; the fastest counts */
-        double best = pass(n, plan, theta_m, theta_g, ds, pool, Tpool, maxrows, bo, threads, NULL) < 0 ? -1 : INFINITY;
+        double best =
+            pass(n, plan, theta_m, theta_g, ds, pool, Tpool, maxrows, bo, threads, NULL) < 0 ? -1 : INFINITY;
         double best_full = INFINITY;
         for (int i = 0; i < runs && best >= 0; i++) {
             double s = pass(n, plan, theta_m, theta_g, ds, pool, Tpool, maxrows, bo, threads, NULL);
@@ -126,7 +128,8 @@ int lm_meta_embed_bench(const lm_net *n, const float *theta_m, const float *thet
             double s = pass(n, plan, theta_m, theta_g, ds, NULL, T, maxrows, bo, threads, NULL);
             best_full = s < 0 ? -1 : fmin(best_full, s);
         }
-        if (best < 0 || best_full < 0) rc = lm_err_set(err, LM_ENOMEM, "bench embed: out of memory (workspaces)");
+        if (best < 0 || best_full < 0)
+            rc = lm_err_set(err, LM_ENOMEM, "bench embed: out of memory (workspaces)");
         res->compute_tasks_per_s = (double)Tpool / best;
         res->gflops = flops / best * 1e-9;
         res->tasks_per_s = (double)T / best_full;

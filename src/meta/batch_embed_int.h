@@ -23,14 +23,14 @@
 #define BE_RB 64
 
 typedef struct be_dims {
-    size_t L, H[BT_ML], HP[BT_ML];     /* global: hidden widths (l < L-1), padded */
+    size_t L, H[BT_ML], HP[BT_ML]; /* global: hidden widths (l < L-1), padded */
     size_t nin, nmeta, ndense, ncat, E, EP;
     int meta_in_global, loss;
-    int emb_logit;                     /* 1: the logit also gets E[0] */
+    int emb_logit;                            /* 1: the logit also gets E[0] */
     size_t col_meta, col_dense, col_emb, Kdc; /* Kdc: dense + table columns (X) */
-    size_t cat_col[LM_NET_MAX_CAT];    /* table c's first column in X */
+    size_t cat_col[LM_NET_MAX_CAT];           /* table c's first column in X */
     size_t cat_dim[LM_NET_MAX_CAT], cat_rows[LM_NET_MAX_CAT], cat_off[LM_NET_MAX_CAT];
-    size_t Lm, MI[BT_ML], MO[BT_ML], MOP[BT_ML]; /* meta layers: in, out, out padded */
+    size_t Lm, MI[BT_ML], MO[BT_ML], MOP[BT_ML];       /* meta layers: in, out, out padded */
     size_t p_wt[BT_ML], p_wn[BT_ML], p_b[BT_ML], p_np; /* the packed meta layout */
     size_t meta_np, global_np;
 } be_dims;
@@ -38,18 +38,18 @@ typedef struct be_dims {
 struct lm_meta_embed_plan {
     be_dims d;
     int kernel;
-    void (*run)(const struct lm_meta_embed_plan *p, struct lm_meta_embed_ws *w,
-                const lm_rows_f32 *r, uint32_t steps, float alpha, int pool, float *out);
-    float *buf;                        /* everything below but tab */
+    void (*run)(const struct lm_meta_embed_plan *p, struct lm_meta_embed_ws *w, const lm_rows_f32 *r,
+                uint32_t steps, float alpha, int pool, float *out);
+    float *buf; /* everything below but tab */
     float *WT[BT_ML], *Wn[BT_ML], *b[BT_ML], *WnE, *wl;
     float bl;
-    const float *tab[LM_NET_MAX_CAT];  /* theta_g's tables, read in place */
-    float *phi0;                       /* (p_np) theta_m packed */
+    const float *tab[LM_NET_MAX_CAT]; /* theta_g's tables, read in place */
+    float *phi0;                      /* (p_np) theta_m packed */
 };
 
 struct lm_meta_embed_ws {
-    be_dims d;                         /* of the net it was made for */
-    size_t max_rows, rb;               /* rows whose P is kept; rows per block */
+    be_dims d;           /* of the net it was made for */
+    size_t max_rows, rb; /* rows whose P is kept; rows per block */
     void *mem;
     float *P;                          /* (max_rows, HP[0]) */
     float *X;                          /* (rb, Kdc) */
@@ -65,11 +65,11 @@ struct lm_meta_embed_ws {
 
 typedef void (*be_run_fn)(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r,
                           uint32_t steps, float alpha, int pool, float *out);
-void be_run_plain(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r,
-                  uint32_t steps, float alpha, int pool, float *out);
-void be_run_avx512(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r,
-                   uint32_t steps, float alpha, int pool, float *out);
-void be_run_avx2(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r,
-                 uint32_t steps, float alpha, int pool, float *out);
+void be_run_plain(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r, uint32_t steps,
+                  float alpha, int pool, float *out);
+void be_run_avx512(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r, uint32_t steps,
+                   float alpha, int pool, float *out);
+void be_run_avx2(const lm_meta_embed_plan *p, lm_meta_embed_ws *w, const lm_rows_f32 *r, uint32_t steps,
+                 float alpha, int pool, float *out);
 
 #endif

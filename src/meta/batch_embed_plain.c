@@ -20,9 +20,9 @@ typedef float vf;
 
 /* Row r of C is set up (Cin's row, the bias or zero), then K rank-1 updates walk B's rows
  * contiguously, then the epilogue. Cin may be C. */
-static void k_gemm(size_t M, size_t N, size_t K, const float *A, size_t ars, size_t aks,
-                   const float *B, size_t ldb, float *C, size_t ldc, const float *Cin,
-                   size_t ldcin, const float *bias, int epi, const float *ref, size_t ldref)
+static void k_gemm(size_t M, size_t N, size_t K, const float *A, size_t ars, size_t aks, const float *B,
+                   size_t ldb, float *C, size_t ldc, const float *Cin, size_t ldcin, const float *bias,
+                   int epi, const float *ref, size_t ldref)
 {
     for (size_t r = 0; r < M; r++) {
         float *c = C + r * ldc;

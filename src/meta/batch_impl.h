@@ -33,9 +33,9 @@
  * ========================================================================================== */
 
 /* C = A B or C += A B: A (M, K) row-major with stride lda. */
-static void nn(bt_part *p, size_t M, size_t N, size_t K, const float *A, size_t lda,
-               const float *B, size_t ldb, float *C, size_t ldc, int mode, const float *bias,
-               int epi, const float *ref, size_t ldref)
+static void nn(bt_part *p, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+               size_t ldb, float *C, size_t ldc, int mode, const float *bias, int epi, const float *ref,
+               size_t ldref)
 {
     if (M == 0 || N == 0) return;
     k_gemm(M, N, K, A, lda, 1, B, ldb, C, ldc, mode, bias, epi, ref, ldref);
@@ -43,16 +43,16 @@ static void nn(bt_part *p, size_t M, size_t N, size_t K, const float *A, size_t 
 }
 
 /* C (O, N) += A^T B: A (K, O) with stride lda, B (K, N): a weight gradient summed over K rows. */
-static void tn(bt_part *p, size_t O, size_t N, size_t K, const float *A, size_t lda,
-               const float *B, size_t ldb, float *C, size_t ldc)
+static void tn(bt_part *p, size_t O, size_t N, size_t K, const float *A, size_t lda, const float *B,
+               size_t ldb, float *C, size_t ldc)
 {
     if (O == 0 || N == 0 || K == 0) return;
     k_gemm(O, N, K, A, 1, lda, B, ldb, C, ldc, BT_ACC, NULL, BT_EPI_NONE, NULL, 0);
     p->flops += 2.0 * (double)O * (double)N * (double)K;
 }
 
-static void nt(bt_part *p, size_t M, size_t O, size_t K, const float *A, size_t lda,
-               const float *B, size_t ldb, float *C, size_t ldc, const float *bias, int acc)
+static void nt(bt_part *p, size_t M, size_t O, size_t K, const float *A, size_t lda, const float *B,
+               size_t ldb, float *C, size_t ldc, const float *bias, int acc)
 {
     if (M == 0 || O == 0) return;
     k_nt(M, O, K, A, lda, B, ldb, C, ldc, bias, acc);
@@ -150,8 +150,8 @@ static float emb_logit_of(const bt_ctx *c, const bt_seg *sg, const float *E, siz
  * loss max(z, 0) - z y + log1p(exp(-|z|)) in double (the reference's formula), or 0 without
  * computing it when want_loss is 0. The AVX-512 file has a vector version (BT_HAVE_K_BCE). */
 #ifndef BT_HAVE_K_BCE
-static double k_bce(const float *z, const float *y, float *s, float *dzo, size_t B,
-                    float grad_scale, int want_loss)
+static double k_bce(const float *z, const float *y, float *s, float *dzo, size_t B, float grad_scale,
+                    int want_loss)
 {
     double sum = 0;
     for (size_t r = 0; r < B; r++) {
@@ -196,8 +196,7 @@ static void seg_prepare(const bt_ctx *c, bt_part *p, bt_seg *sg, const lm_rows_f
         for (size_t t = 0; t < d->ncat; t++) {
             uint32_t id = r->cat[b * d->ncat + t];
             LM_ASSERT(id < d->cat_rows[t]);
-            k_copy(x + d->cat_col[t], tab + d->tab_off[t] + (size_t)id * d->cat_dim[t],
-                   d->cat_dim[t]);
+            k_copy(x + d->cat_col[t], tab + d->tab_off[t] + (size_t)id * d->cat_dim[t], d->cat_dim[t]);
         }
     }
     /* P = X Wfix^T + b0; the meta columns go to P per row, or to qm once */
@@ -205,11 +204,9 @@ static void seg_prepare(const bt_ctx *c, bt_part *p, bt_seg *sg, const lm_rows_f
        BT_EPI_NONE, NULL, 0);
     const float *WTm = w->WT[0] + d->col_meta * H0P;
     if (d->meta_in_global && sg->uni)
-        nn(p, 1, H0P, d->nmeta, r->meta, d->nmeta, WTm, H0P, sg->qm, H0P, BT_SET, NULL, BT_EPI_NONE,
-           NULL, 0);
+        nn(p, 1, H0P, d->nmeta, r->meta, d->nmeta, WTm, H0P, sg->qm, H0P, BT_SET, NULL, BT_EPI_NONE, NULL, 0);
     else if (d->meta_in_global)
-        nn(p, B, H0P, d->nmeta, r->meta, d->nmeta, WTm, H0P, sg->P, H0P, BT_ACC, NULL, BT_EPI_NONE,
-           NULL, 0);
+        nn(p, B, H0P, d->nmeta, r->meta, d->nmeta, WTm, H0P, sg->P, H0P, BT_ACC, NULL, BT_EPI_NONE, NULL, 0);
     else if (sg->uni)
         vzero_f(sg->qm, H0P);
 }
@@ -226,8 +223,8 @@ static void meta_fwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const float *phi,
     size_t M = sg->Bm, ldin = d->nmeta;
     for (size_t l = 0; l < d->Lm; l++) {
         float *out = l + 1 == d->Lm ? sl->E : sl->ma[l];
-        nt(p, M, d->MO[l], d->MI[l], in, ldin, phi + m->w_off[l], d->MI[l], out, d->MOP[l],
-           phi + m->b_off[l], 0);
+        nt(p, M, d->MO[l], d->MI[l], in, ldin, phi + m->w_off[l], d->MI[l], out, d->MOP[l], phi + m->b_off[l],
+           0);
         if (l + 1 < d->Lm) relu_rows(out, M, d->MOP[l]);
         in = out;
         ldin = d->MOP[l];
@@ -255,8 +252,8 @@ static void meta_bwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const float *phi,
 }
 
 /* Tangent forward along v (meta parameters; the meta input does not move) into t. */
-static void meta_fwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot *t,
-                         const float *phi, const float *v, const bt_seg *sg)
+static void meta_fwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot *t, const float *phi,
+                         const float *v, const bt_seg *sg)
 {
     const bt_dims *d = c->d;
     const lm_mlp *m = &c->n->meta;
@@ -265,11 +262,9 @@ static void meta_fwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot
     for (size_t l = 0; l < d->Lm; l++) {
         float *out = l + 1 == d->Lm ? t->E : t->ma[l];
         /* out = in V^T + v_b (+ in_tan W^T) */
-        nt(p, M, d->MO[l], d->MI[l], in, ldin, v + m->w_off[l], d->MI[l], out, d->MOP[l],
-           v + m->b_off[l], 0);
+        nt(p, M, d->MO[l], d->MI[l], in, ldin, v + m->w_off[l], d->MI[l], out, d->MOP[l], v + m->b_off[l], 0);
         if (in_t)
-            nt(p, M, d->MO[l], d->MI[l], in_t, ldin, phi + m->w_off[l], d->MI[l], out, d->MOP[l],
-               NULL, 1);
+            nt(p, M, d->MO[l], d->MI[l], in_t, ldin, phi + m->w_off[l], d->MI[l], out, d->MOP[l], NULL, 1);
         if (l + 1 < d->Lm) pos_rows(out, sl->ma[l], M, d->MOP[l]);
         in = sl->ma[l];
         in_t = out;
@@ -279,8 +274,8 @@ static void meta_fwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot
 
 /* hv (meta_np) += R{grad} along v given t->mdz[Lm-1] = dE_tan and the slot's first-order
  * gradients sl->mdz (Pearlmutter's rules per layer, docs/NN.md). */
-static void meta_bwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot *t,
-                         const float *phi, const float *v, const bt_seg *sg, float *hv)
+static void meta_bwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot *t, const float *phi,
+                         const float *v, const bt_seg *sg, float *hv)
 {
     const bt_dims *d = c->d;
     const lm_mlp *m = &c->n->meta;
@@ -296,8 +291,8 @@ static void meta_bwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot
         if (l) { /* R{dz_{l-1}} = (dz_tan W + dz V) masked */
             nn(p, M, I, O, dzt, d->MOP[l], phi + m->w_off[l], I, t->mdz[l - 1], ldin, BT_SET, NULL,
                BT_EPI_NONE, NULL, 0);
-            nn(p, M, I, O, dz, d->MOP[l], v + m->w_off[l], I, t->mdz[l - 1], ldin, BT_ACC, NULL,
-               BT_EPI_POS, sl->ma[l - 1], ldin);
+            nn(p, M, I, O, dz, d->MOP[l], v + m->w_off[l], I, t->mdz[l - 1], ldin, BT_ACC, NULL, BT_EPI_POS,
+               sl->ma[l - 1], ldin);
         }
     }
 }
@@ -309,8 +304,8 @@ static void meta_bwd_tan(const bt_ctx *c, bt_part *p, const bt_slot *sl, bt_slot
 /* Forward of a split at the slot's meta embedding; dzo = grad_scale * d loss / d logit.
  * Returns loss_scale * the summed loss (accumulated in double like the reference), or 0
  * without computing it when loss_scale is 0. */
-static double glob_fwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *sg,
-                       double loss_scale, float grad_scale)
+static double glob_fwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *sg, double loss_scale,
+                       float grad_scale)
 {
     const bt_dims *d = c->d;
     const bt_gw *w = c->w;
@@ -327,8 +322,8 @@ static double glob_fwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *s
         nn(p, B, H0P, d->E, sl->E, d->EP, WTE, H0P, a0, H0P, BT_ACC, NULL, BT_EPI_RELU, NULL, 0);
     }
     for (size_t l = 1; l + 1 < L; l++)
-        nn(p, B, d->HP[l], d->H[l - 1], sl->a[l - 1], d->HP[l - 1], w->WT[l], d->HP[l], sl->a[l],
-           d->HP[l], BT_BIAS, w->b[l], BT_EPI_RELU, NULL, 0);
+        nn(p, B, d->HP[l], d->H[l - 1], sl->a[l - 1], d->HP[l - 1], w->WT[l], d->HP[l], sl->a[l], d->HP[l],
+           BT_BIAS, w->b[l], BT_EPI_RELU, NULL, 0);
     const float *aL = sl->a[L - 2];
     size_t HLP = d->HP[L - 2];
     p->flops += 2.0 * (double)B * (double)d->H[L - 2];
@@ -359,8 +354,8 @@ static void tab_scatter(const bt_ctx *c, bt_part *p, const lm_rows_f32 *r, const
                 p->touched[row] = 1;
                 p->tlist[p->ntouched++] = (uint32_t)row;
             }
-            k_add(p->gtab + d->tab_off[t] + (size_t)id * D,
-                  dxc + b * d->Kcat + (d->cat_col[t] - d->ndense), D);
+            k_add(p->gtab + d->tab_off[t] + (size_t)id * D, dxc + b * d->Kcat + (d->cat_col[t] - d->ndense),
+                  D);
         }
 }
 
@@ -368,8 +363,7 @@ static void tab_scatter(const bt_ctx *c, bt_part *p, const lm_rows_f32 *r, const
  * tables, for the output gradient dz0 (B, HP0) with row sum s0: gb0 += s0, GT0 += x^T dz0,
  * tables += scatter of dz0 W0[:, tables]. Linear in dz0, so the passes over the same rows can
  * sum their dz0 first (p->dZs) and call this once. */
-static void layer0_fixed(const bt_ctx *c, bt_part *p, const bt_seg *sg, const float *dz0,
-                         const float *s0)
+static void layer0_fixed(const bt_ctx *c, bt_part *p, const bt_seg *sg, const float *dz0, const float *s0)
 {
     const bt_dims *d = c->d;
     const bt_gw *w = c->w;
@@ -384,16 +378,16 @@ static void layer0_fixed(const bt_ctx *c, bt_part *p, const bt_seg *sg, const fl
         tn(p, d->nmeta, H0P, B, sg->r->meta, d->nmeta, dz0, H0P, GT0 + d->col_meta * H0P, H0P);
     }
     if (d->ncat) {
-        nn(p, B, d->Kcat, d->H[0], dz0, H0P, w->Wn[0] + d->col_cat0, w->ldn[0], p->dxc, d->Kcat,
-           BT_SET, NULL, BT_EPI_NONE, NULL, 0);
+        nn(p, B, d->Kcat, d->H[0], dz0, H0P, w->Wn[0] + d->col_cat0, w->ldn[0], p->dxc, d->Kcat, BT_SET, NULL,
+           BT_EPI_NONE, NULL, 0);
         tab_scatter(c, p, sg->r, p->dxc);
     }
 }
 
 /* All of layer 0's gradients for dz0 at meta embedding E: the E columns now (E differs per
  * pass), the rest now or, with p->defer, summed into p->dZs / p->sZs for later. */
-static void layer0_grads(const bt_ctx *c, bt_part *p, const bt_seg *sg, const float *dz0,
-                         const float *s0, const float *E)
+static void layer0_grads(const bt_ctx *c, bt_part *p, const bt_seg *sg, const float *dz0, const float *s0,
+                         const float *E)
 {
     const bt_dims *d = c->d;
     size_t B = sg->B, H0P = d->HP[0];
@@ -437,23 +431,22 @@ static void glob_bwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *sg,
     p->flops += 2.0 * (double)B * (double)d->H[L - 2] * (acc ? 2 : 1);
     for (size_t l = L - 2; l > 0; l--) {
         if (acc) {
-            tn(p, d->H[l - 1], d->HP[l], B, sl->a[l - 1], d->HP[l - 1], sl->dz[l], d->HP[l],
-               p->GT[l], d->HP[l]);
+            tn(p, d->H[l - 1], d->HP[l], B, sl->a[l - 1], d->HP[l - 1], sl->dz[l], d->HP[l], p->GT[l],
+               d->HP[l]);
             float *gb = p->gb[l];
             for (size_t r = 0; r < B; r++) vadd_to(gb, sl->dz[l] + r * d->HP[l], d->HP[l]);
         }
-        nn(p, B, d->HP[l - 1], d->H[l], sl->dz[l], d->HP[l], w->Wn[l], w->ldn[l], sl->dz[l - 1],
-           d->HP[l - 1], BT_SET, NULL, BT_EPI_POS, sl->a[l - 1], d->HP[l - 1]);
+        nn(p, B, d->HP[l - 1], d->H[l], sl->dz[l], d->HP[l], w->Wn[l], w->ldn[l], sl->dz[l - 1], d->HP[l - 1],
+           BT_SET, NULL, BT_EPI_POS, sl->a[l - 1], d->HP[l - 1]);
     }
     rows_sum(sl->s0, sl->dz[0], B, H0P);
     const float *WnE = w->Wn[0] + d->col_emb;
     float *dE = sl->mdz[d->Lm - 1];
     if (sg->uni)
-        nn(p, 1, d->E, d->H[0], sl->s0, H0P, WnE, w->ldn[0], dE, d->EP, BT_SET, NULL, BT_EPI_NONE,
-           NULL, 0);
+        nn(p, 1, d->E, d->H[0], sl->s0, H0P, WnE, w->ldn[0], dE, d->EP, BT_SET, NULL, BT_EPI_NONE, NULL, 0);
     else
-        nn(p, B, d->E, d->H[0], sl->dz[0], H0P, WnE, w->ldn[0], dE, d->EP, BT_SET, NULL,
-           BT_EPI_NONE, NULL, 0);
+        nn(p, B, d->E, d->H[0], sl->dz[0], H0P, WnE, w->ldn[0], dE, d->EP, BT_SET, NULL, BT_EPI_NONE, NULL,
+           0);
     emb_logit_bwd(c, sg, sl->dzo, dE);
     if (acc) layer0_grads(c, p, sg, sl->dz[0], sl->s0, sl->E);
 }
@@ -461,8 +454,8 @@ static void glob_bwd(const bt_ctx *c, bt_part *p, bt_slot *sl, const bt_seg *sg,
 /* The Hessian-vector sweep at support slot sl (the forward and first-order backward at phi
  * kept there) along v in the meta parameters, loss weight 1 (scale 1/B): hv += H_mm v, and the
  * partition's global sums += H_gm v. */
-static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg *sg,
-                    const float *phi, const float *v, float *hv)
+static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg *sg, const float *phi,
+                    const float *v, float *hv)
 {
     const bt_dims *d = c->d;
     const bt_gw *w = c->w;
@@ -478,18 +471,19 @@ static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg
             for (size_t j = 0; j < H0P; j += VW)
                 V_ST(t->a[0] + r * H0P + j, V_POS(V_LD(p->qt + j), V_LD(sl->a[0] + r * H0P + j)));
     } else {
-        nn(p, B, H0P, d->E, t->E, d->EP, WTE, H0P, t->a[0], H0P, BT_SET, NULL, BT_EPI_POS, sl->a[0],
-           H0P);
+        nn(p, B, H0P, d->E, t->E, d->EP, WTE, H0P, t->a[0], H0P, BT_SET, NULL, BT_EPI_POS, sl->a[0], H0P);
     }
     for (size_t l = 1; l + 1 < L; l++)
-        nn(p, B, d->HP[l], d->H[l - 1], t->a[l - 1], d->HP[l - 1], w->WT[l], d->HP[l], t->a[l],
-           d->HP[l], BT_SET, NULL, BT_EPI_POS, sl->a[l], d->HP[l]);
+        nn(p, B, d->HP[l], d->H[l - 1], t->a[l - 1], d->HP[l - 1], w->WT[l], d->HP[l], t->a[l], d->HP[l],
+           BT_SET, NULL, BT_EPI_POS, sl->a[l], d->HP[l]);
     /* the logit's tangent, the loss's: dzo_tan = scale s (1 - s) z_tan (BCE), 2 scale z_tan */
     const float *aL = sl->a[L - 2], *atL = t->a[L - 2];
     for (size_t r = 0; r < B; r++) {
         float zt = dot_row(atL + r * HLP, w->wl, HLP) + emb_logit_of(c, sg, t->E, r);
-        if (d->loss == LM_NET_LOSS_MSE) t->dzo[r] = 2 * scale * zt;
-        else t->dzo[r] = scale * sl->s[r] * (1 - sl->s[r]) * zt;
+        if (d->loss == LM_NET_LOSS_MSE)
+            t->dzo[r] = 2 * scale * zt;
+        else
+            t->dzo[r] = scale * sl->s[r] * (1 - sl->s[r]) * zt;
     }
     /* the logit layer: R{dw} = dzo_tan a + dzo a_tan; R{da} = dzo_tan w */
     float *dztL = t->dz[L - 2];
@@ -509,8 +503,8 @@ static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg
         tn(p, I, OP, B, sl->a[l - 1], IP, t->dz[l], OP, p->GT[l], OP);
         tn(p, I, OP, B, t->a[l - 1], IP, sl->dz[l], OP, p->GT[l], OP);
         for (size_t r = 0; r < B; r++) vadd_to(p->gb[l], t->dz[l] + r * OP, OP);
-        nn(p, B, IP, d->H[l], t->dz[l], OP, w->Wn[l], w->ldn[l], t->dz[l - 1], IP, BT_SET, NULL,
-           BT_EPI_POS, sl->a[l - 1], IP);
+        nn(p, B, IP, d->H[l], t->dz[l], OP, w->Wn[l], w->ldn[l], t->dz[l - 1], IP, BT_SET, NULL, BT_EPI_POS,
+           sl->a[l - 1], IP);
     }
     /* layer 0: R{dW0} = dz0_tan^T x + dz0^T x_tan, x_tan = [0 | 0 | E_tan] */
     rows_sum(t->s0, t->dz[0], B, H0P);
@@ -526,11 +520,10 @@ static void tangent(const bt_ctx *c, bt_part *p, const bt_slot *sl, const bt_seg
     const float *WnE = w->Wn[0] + d->col_emb;
     float *dEt = t->mdz[d->Lm - 1];
     if (sg->uni)
-        nn(p, 1, d->E, d->H[0], t->s0, H0P, WnE, w->ldn[0], dEt, d->EP, BT_SET, NULL, BT_EPI_NONE,
-           NULL, 0);
+        nn(p, 1, d->E, d->H[0], t->s0, H0P, WnE, w->ldn[0], dEt, d->EP, BT_SET, NULL, BT_EPI_NONE, NULL, 0);
     else
-        nn(p, B, d->E, d->H[0], t->dz[0], H0P, WnE, w->ldn[0], dEt, d->EP, BT_SET, NULL,
-           BT_EPI_NONE, NULL, 0);
+        nn(p, B, d->E, d->H[0], t->dz[0], H0P, WnE, w->ldn[0], dEt, d->EP, BT_SET, NULL, BT_EPI_NONE, NULL,
+           0);
     emb_logit_bwd(c, sg, t->dzo, dEt);
     meta_bwd_tan(c, p, sl, t, phi, v, sg, hv);
 }
@@ -550,15 +543,14 @@ static void run_task(const bt_ctx *c, bt_part *p, size_t i)
     bt_seg *sgs = &p->seg_s, *sgq = &p->seg_q;
     if (Bs && (n || w > 0)) seg_prepare(c, p, sgs, S);
     if (Bq) seg_prepare(c, p, sgq, Q);
-    /* phi_0 = theta_m; phi_k (k >= 1) in the partition's iterates (theta_m when no support) */
-#define PHI(k) ((k) == 0 || Bs == 0 ? c->theta_m : (const float *)p->iter + ((k) - 1) * Pm)
+        /* phi_0 = theta_m; phi_k (k >= 1) in the partition's iterates (theta_m when no support) */
+#define PHI(k) ((k) == 0 || Bs == 0 ? c->theta_m : (const float *)p->iter + ((k)-1) * Pm)
 
     /* ---- inner loop: phi_{k+1} = phi_k - alpha grad_m L_s(phi_k), forward + backward kept */
     for (size_t k = 0; k < n && Bs; k++) {
         bt_slot *sl = &p->slots[c->second ? k : 0];
         meta_fwd(c, p, sl, PHI(k), sgs);
-        double loss = glob_fwd(c, p, sl, sgs, k == 0 ? 1.0 / (double)Bs : 0,
-                               (float)(1.0 / (double)Bs));
+        double loss = glob_fwd(c, p, sl, sgs, k == 0 ? 1.0 / (double)Bs : 0, (float)(1.0 / (double)Bs));
         if (k == 0) st.support_loss = loss;
         glob_bwd(c, p, sl, sgs, 0);
         vzero_f(p->g, Pm);
@@ -589,8 +581,7 @@ static void run_task(const bt_ctx *c, bt_part *p, size_t i)
     p->defer = defer;
     if (w > 0 && Bs) {
         meta_fwd(c, p, qs, phin, sgs);
-        st.support_loss_after =
-            glob_fwd(c, p, qs, sgs, 1.0 / (double)Bs, (float)(w / (double)Bs));
+        st.support_loss_after = glob_fwd(c, p, qs, sgs, 1.0 / (double)Bs, (float)(w / (double)Bs));
         if (c->want) {
             glob_bwd(c, p, qs, sgs, 1);
             meta_bwd(c, p, qs, phin, sgs, p->adj);

@@ -35,13 +35,13 @@ typedef struct bt_dims {
     size_t nin, ninP;
     size_t nmeta, ndense, ncat, E, EP;
     int meta_in_global, loss;
-    int emb_logit;                    /* 1: the logit also gets E[0] (lm_net_config.emb_logit) */
+    int emb_logit; /* 1: the logit also gets E[0] (lm_net_config.emb_logit) */
     size_t col_meta, col_dense, col_emb, col_cat0, Kdc, Kcat;
-    size_t cat_col[LM_NET_MAX_CAT];   /* table c's first column in X */
+    size_t cat_col[LM_NET_MAX_CAT]; /* table c's first column in X */
     size_t cat_dim[LM_NET_MAX_CAT], cat_rows[LM_NET_MAX_CAT];
-    size_t tab_off[LM_NET_MAX_CAT];   /* table c's offset in the table part of theta_g */
-    size_t tab_row0[LM_NET_MAX_CAT];  /* table c's first row in the partitions' touched map */
-    size_t tab_np, tab_rows;          /* REALs and rows of all tables */
+    size_t tab_off[LM_NET_MAX_CAT];              /* table c's offset in the table part of theta_g */
+    size_t tab_row0[LM_NET_MAX_CAT];             /* table c's first row in the partitions' touched map */
+    size_t tab_np, tab_rows;                     /* REALs and rows of all tables */
     size_t Lm, MI[BT_ML], MO[BT_ML], MOP[BT_ML]; /* meta layers: in, out, out padded */
     size_t meta_np, global_mlp_np;
     size_t max_rows, max_steps;
@@ -50,30 +50,30 @@ typedef struct bt_dims {
 /* The packed global block (see the top of the file). */
 typedef struct bt_gw {
     float *WT[BT_ML], *Wn[BT_ML], *b[BT_ML];
-    size_t ldn[BT_ML];  /* row stride of Wn[l]: ninP for l = 0, HP[l-1] above */
-    float *wl;          /* (HP[L-2]) the logit layer's weights */
-    float bl;           /* its bias */
+    size_t ldn[BT_ML]; /* row stride of Wn[l]: ninP for l = 0, HP[l-1] above */
+    float *wl;         /* (HP[L-2]) the logit layer's weights */
+    float bl;          /* its bias */
 } bt_gw;
 
 /* One forward's state for up to max_rows rows (the meta part has 1 row on the uniform path). */
 typedef struct bt_slot {
-    float *E;                         /* (R, EP) meta embedding */
-    float *ma[BT_ML];                 /* (R, MOP[l]) meta hidden activations, l < Lm-1 */
-    float *mdz[BT_ML];                /* (R, MOP[l]) meta pre-activation grads; [Lm-1] = dE */
-    float *a[BT_ML], *dz[BT_ML];      /* (R, HP[l]) global hidden activations and grads */
-    float *z, *s, *dzo;               /* (R) logit, sigmoid (BCE), d loss / d logit */
-    float *s0;                        /* (HP[0]) sum over rows of dz[0] */
+    float *E;                    /* (R, EP) meta embedding */
+    float *ma[BT_ML];            /* (R, MOP[l]) meta hidden activations, l < Lm-1 */
+    float *mdz[BT_ML];           /* (R, MOP[l]) meta pre-activation grads; [Lm-1] = dE */
+    float *a[BT_ML], *dz[BT_ML]; /* (R, HP[l]) global hidden activations and grads */
+    float *z, *s, *dzo;          /* (R) logit, sigmoid (BCE), d loss / d logit */
+    float *s0;                   /* (HP[0]) sum over rows of dz[0] */
 } bt_slot;
 
 /* One task split prepared for the global block: X its fixed columns, P = X Wfix^T + b0 (+ its
  * meta columns' product when they vary by row), qm (uniform) the meta columns' product. */
 typedef struct bt_seg {
     const lm_rows_f32 *r;
-    size_t B, Bm;  /* rows; meta rows (1 when uniform, else B) */
+    size_t B, Bm; /* rows; meta rows (1 when uniform, else B) */
     int uni;
-    float *X;      /* (R, Kdc) */
-    float *P;      /* (R, HP[0]) */
-    float *qm;     /* (HP[0]) */
+    float *X;  /* (R, Kdc) */
+    float *P;  /* (R, HP[0]) */
+    float *qm; /* (HP[0]) */
 } bt_seg;
 
 /* A partition: the tasks one thread runs, its scratch and its gradient sums. */
@@ -84,22 +84,22 @@ typedef struct bt_part {
     size_t nacc;
     float *GT[BT_ML], *gb[BT_ML], *gwl;
     double gbl;
-    float *gtab;                       /* (tab_np) table gradients */
-    uint8_t *touched;                  /* (tab_rows) 1 for rows with a nonzero sum */
-    uint32_t *tlist;                   /* (tab_rows) the touched rows, in order */
+    float *gtab;      /* (tab_np) table gradients */
+    uint8_t *touched; /* (tab_rows) 1 for rows with a nonzero sum */
+    uint32_t *tlist;  /* (tab_rows) the touched rows, in order */
     size_t ntouched;
-    float *gm;                         /* (meta_np) */
+    float *gm; /* (meta_np) */
     /* scratch */
     bt_seg seg_s, seg_q;
-    bt_slot *slots;                    /* max_steps + 1: support steps, then the query's */
+    bt_slot *slots; /* max_steps + 1: support steps, then the query's */
     size_t nslots;
-    bt_slot tan;                       /* tangents */
-    float *iter;                       /* (max_steps, meta_np) phi_1 .. phi_n */
-    float *g, *adj, *v, *zero;         /* (meta_np) inner gradient, adjoint, direction, 0 */
-    float *q, *qt;                     /* (HP[0]) layer-0 row vectors */
-    float *dxc;                        /* (R, Kcat) table-column gradients */
-    float *dZs, *sZs;                  /* (R, HP[0]), (HP[0]): summed support dz0, its rows */
-    int defer;                         /* 1: layer0_grads sums into dZs (see batch_impl.h) */
+    bt_slot tan;               /* tangents */
+    float *iter;               /* (max_steps, meta_np) phi_1 .. phi_n */
+    float *g, *adj, *v, *zero; /* (meta_np) inner gradient, adjoint, direction, 0 */
+    float *q, *qt;             /* (HP[0]) layer-0 row vectors */
+    float *dxc;                /* (R, Kcat) table-column gradients */
+    float *dZs, *sZs;          /* (R, HP[0]), (HP[0]): summed support dz0, its rows */
+    int defer;                 /* 1: layer0_grads sums into dZs (see batch_impl.h) */
     /* sums */
     double obj, ql, sl, sla, flops;
     size_t splits, splits_uni;
@@ -113,9 +113,9 @@ typedef struct bt_ctx {
     const float *theta_m, *theta_g;
     size_t steps;
     float alpha;
-    double sw;          /* support weight w */
-    int second;         /* second order */
-    int want;           /* 1: gradients; 0: the objective only */
+    double sw;  /* support weight w */
+    int second; /* second order */
+    int want;   /* 1: gradients; 0: the objective only */
     const lm_rows_f32 *support, *query;
     lm_meta_stats *task_stats;
 } bt_ctx;

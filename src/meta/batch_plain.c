@@ -20,9 +20,9 @@ typedef float vf;
 
 /* Row r of C is set up (bias, zero or kept), then K rank-1 updates walk B's rows contiguously,
  * then the epilogue. */
-static void k_gemm(size_t M, size_t N, size_t K, const float *A, size_t ars, size_t aks,
-                   const float *B, size_t ldb, float *C, size_t ldc, int mode, const float *bias,
-                   int epi, const float *ref, size_t ldref)
+static void k_gemm(size_t M, size_t N, size_t K, const float *A, size_t ars, size_t aks, const float *B,
+                   size_t ldb, float *C, size_t ldc, int mode, const float *bias, int epi, const float *ref,
+                   size_t ldref)
 {
     for (size_t r = 0; r < M; r++) {
         float *c = C + r * ldc;
@@ -42,8 +42,8 @@ static void k_gemm(size_t M, size_t N, size_t K, const float *A, size_t ars, siz
     }
 }
 
-static void k_nt(size_t M, size_t O, size_t K, const float *A, size_t lda, const float *B,
-                 size_t ldb, float *C, size_t ldc, const float *bias, int acc)
+static void k_nt(size_t M, size_t O, size_t K, const float *A, size_t lda, const float *B, size_t ldb,
+                 float *C, size_t ldc, const float *bias, int acc)
 {
     for (size_t r = 0; r < M; r++)
         for (size_t o = 0; o < O; o++) {

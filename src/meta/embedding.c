@@ -15,8 +15,8 @@ void lm_meta_task_embedding(const lm_net *n, lm_meta_ws_f32 *ws, float *theta_m,
     LM_ASSERT(r->n > 0);
     size_t E = n->E, B = r->n;
     if (steps > 0)
-        lm_meta_adapt_f32(n, ws, LM_ALGO_LIMAML, steps, alpha, theta_m, theta_g, r, theta_m, NULL, LM_DROPOUT_OFF,
-                          NULL);
+        lm_meta_adapt_f32(n, ws, LM_ALGO_LIMAML, steps, alpha, theta_m, theta_g, r, theta_m, NULL,
+                          LM_DROPOUT_OFF, NULL);
     if (pool == LM_POOL_LATEST) {
         lm_net_embed_f32(n, ws, theta_m, r->meta + (B - 1) * r->nmeta, 1, out);
         return;

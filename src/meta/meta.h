@@ -52,20 +52,20 @@ enum { LM_NET_LOSS_BCE = 0, LM_NET_LOSS_MSE = 1 };
  * MLP 64, 32 -> 1, BCE, no dropout, meta features fed to the global block too) with no
  * features; lm_net_config_from_schema fills the feature counts, tables and loss. */
 typedef struct lm_net_config {
-    int meta_kind;                          /* LM_NET_META_MLP or LM_NET_META_ID */
-    size_t nmeta, ndense, ncat;             /* feature counts per example */
-    uint32_t cat_buckets[LM_NET_MAX_CAT];   /* rows of categorical table c */
-    uint32_t cat_dim[LM_NET_MAX_CAT];       /* its width */
-    size_t emb_dim;                         /* E, the meta embedding width */
-    size_t meta_hidden[LM_MLP_MAX_LAYERS];  /* hidden widths of the meta MLP (may be none) */
+    int meta_kind;                         /* LM_NET_META_MLP or LM_NET_META_ID */
+    size_t nmeta, ndense, ncat;            /* feature counts per example */
+    uint32_t cat_buckets[LM_NET_MAX_CAT];  /* rows of categorical table c */
+    uint32_t cat_dim[LM_NET_MAX_CAT];      /* its width */
+    size_t emb_dim;                        /* E, the meta embedding width */
+    size_t meta_hidden[LM_MLP_MAX_LAYERS]; /* hidden widths of the meta MLP (may be none) */
     size_t nmeta_hidden;
-    size_t id_rows;                         /* LM_NET_META_ID: training tasks + 1 default */
-    size_t global_hidden[LM_MLP_MAX_LAYERS];/* hidden widths of the global MLP */
+    size_t id_rows;                          /* LM_NET_META_ID: training tasks + 1 default */
+    size_t global_hidden[LM_MLP_MAX_LAYERS]; /* hidden widths of the global MLP */
     size_t nglobal_hidden;
-    int meta_in_global;                     /* 1: the meta features also feed the global block */
-    int loss;                               /* LM_NET_LOSS_BCE or LM_NET_LOSS_MSE */
-    double dropout;                         /* rate after every hidden ReLU of both MLPs */
-    int emb_logit;                          /* 1: z = MLP_global(x) + E[0] (docs/META.md) */
+    int meta_in_global; /* 1: the meta features also feed the global block */
+    int loss;           /* LM_NET_LOSS_BCE or LM_NET_LOSS_MSE */
+    double dropout;     /* rate after every hidden ReLU of both MLPs */
+    int emb_logit;      /* 1: z = MLP_global(x) + E[0] (docs/META.md) */
 } lm_net_config;
 
 void lm_net_config_default(lm_net_config *c);
@@ -77,18 +77,18 @@ int lm_net_config_from_schema(lm_net_config *c, const lm_schema *s, lm_err *err)
 /* The network: the config plus derived layouts. Plain data, no allocation, no lm_net_free. */
 typedef struct lm_net {
     lm_net_config cfg;
-    lm_mlp meta;            /* LM_NET_META_MLP: [nmeta, meta_hidden..., E]; unused for ID */
-    lm_mlp global;          /* [nin, global_hidden..., 1] */
-    size_t E;               /* meta embedding width */
+    lm_mlp meta;   /* LM_NET_META_MLP: [nmeta, meta_hidden..., E]; unused for ID */
+    lm_mlp global; /* [nin, global_hidden..., 1] */
+    size_t E;      /* meta embedding width */
     size_t nmeta, ndense, ncat;
-    size_t nin;             /* global input width */
+    size_t nin;                          /* global input width */
     size_t col_meta, col_dense, col_emb; /* first column of each part in the global input */
     size_t col_cat[LM_NET_MAX_CAT];
     size_t cat_rows[LM_NET_MAX_CAT], cat_dim[LM_NET_MAX_CAT];
-    size_t cat_off[LM_NET_MAX_CAT];     /* table c's offset in theta_g */
-    size_t meta_np;         /* REALs in theta_m (MLP parameters, or id_rows * E) */
-    size_t meta_task_np;    /* REALs in one task's slice of theta_m (meta_np, or E) */
-    size_t global_np;       /* REALs in theta_g (MLP parameters + tables) */
+    size_t cat_off[LM_NET_MAX_CAT]; /* table c's offset in theta_g */
+    size_t meta_np;                 /* REALs in theta_m (MLP parameters, or id_rows * E) */
+    size_t meta_task_np;            /* REALs in one task's slice of theta_m (meta_np, or E) */
+    size_t global_np;               /* REALs in theta_g (MLP parameters + tables) */
 } lm_net;
 
 /* Validate `c` and lay the network out. LM_EINVAL with a message naming the bad field. */
@@ -141,8 +141,8 @@ typedef struct lm_meta_stats {
  * the masks a slot holds (so it needs the same rows as the forward that drew them). */
 typedef struct lm_meta_layout {
     size_t max_rows, max_steps, nslots;
-    int adapt_global;      /* sized for MAML (global iterates and adjoint) */
-    size_t p_adapt;        /* meta_task_np, + global_np when adapt_global */
+    int adapt_global; /* sized for MAML (global iterates and adjoint) */
+    size_t p_adapt;   /* meta_task_np, + global_np when adapt_global */
     /* one slot, offsets from its start */
     size_t st_E, st_xg, st_mcache, st_gcache, st_z, st_size;
     size_t off_slots;

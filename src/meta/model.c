@@ -39,7 +39,9 @@ int lm_model_new(lm_model **out, const lm_net *net, int algo, const lm_schema *s
     m->theta_m = calloc(net->meta_np + 1, sizeof(float));
     m->theta_g = calloc(net->global_np + 1, sizeof(float));
     int rc = LM_OK;
-    if (!m->theta_m || !m->theta_g) rc = lm_err_set(err, LM_ENOMEM, "out of memory (model of %zu parameters)", net->meta_np + net->global_np);
+    if (!m->theta_m || !m->theta_g)
+        rc = lm_err_set(err, LM_ENOMEM, "out of memory (model of %zu parameters)",
+                        net->meta_np + net->global_np);
     if (!rc) rc = lm_schema_parse(&m->schema, schema->json, strlen(schema->json), NULL, err);
     if (rc) {
         lm_model_free(m);
@@ -64,10 +66,22 @@ void lm_model_free(lm_model *m)
     free(m);
 }
 
-const lm_schema *lm_model_schema(const lm_model *m) { return m->schema; }
-int lm_model_algo(const lm_model *m) { return m->algo; }
-size_t lm_model_emb_dim(const lm_model *m) { return m->net.E; }
-const char *lm_model_info_json(const lm_model *m) { return m->info_json ? m->info_json : "{}"; }
+const lm_schema *lm_model_schema(const lm_model *m)
+{
+    return m->schema;
+}
+int lm_model_algo(const lm_model *m)
+{
+    return m->algo;
+}
+size_t lm_model_emb_dim(const lm_model *m)
+{
+    return m->net.E;
+}
+const char *lm_model_info_json(const lm_model *m)
+{
+    return m->info_json ? m->info_json : "{}";
+}
 
 size_t lm_model_id_row(const lm_model *m, const char *key, size_t len)
 {
@@ -82,8 +96,10 @@ size_t lm_model_id_row(const lm_model *m, const char *key, size_t len)
         int c = kh < h ? -1 : kh > h ? 1 : 0;
         if (!c) c = kl < len ? -1 : kl > len ? 1 : memcmp(k, key, len);
         if (!c) return mid;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return m->nid;
 }
@@ -99,18 +115,24 @@ static int parse_sizes(const char *s, size_t *v, size_t max, size_t *n)
         if (end == s || x == 0 || x > 65536 || *n >= max) return -1;
         v[(*n)++] = x;
         s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
     }
     return *n ? 0 : -1;
 }
 
-int lm_net_config_parse_blocks(lm_net_config *c, const char *meta_block, const char *global_block, lm_err *err)
+int lm_net_config_parse_blocks(lm_net_config *c, const char *meta_block, const char *global_block,
+                               lm_err *err)
 {
     size_t v[LM_MLP_MAX_LAYERS + 1], n;
     if (!strncmp(meta_block, "mlp:", 4)) {
         if (parse_sizes(meta_block + 4, v, LM_MLP_MAX_LAYERS, &n))
-            return lm_err_set(err, LM_EINVAL, "--meta-block: '%s' is not mlp:H1,...,E (positive sizes, the last is the embedding size)", meta_block);
+            return lm_err_set(
+                err, LM_EINVAL,
+                "--meta-block: '%s' is not mlp:H1,...,E (positive sizes, the last is the embedding size)",
+                meta_block);
         c->meta_kind = LM_NET_META_MLP;
         c->nmeta_hidden = n - 1;
         for (size_t i = 0; i + 1 < n; i++) c->meta_hidden[i] = v[i];
@@ -179,7 +201,8 @@ typedef struct tens_list {
     size_t n;
 } tens_list;
 
-static void add_t(tens_list *l, const char *name, int dtype, uint64_t d0, uint64_t d1, int ndim, const void *data)
+static void add_t(tens_list *l, const char *name, int dtype, uint64_t d0, uint64_t d1, int ndim,
+                  const void *data)
 {
     lm_st_tensor *t = &l->t[l->n++];
     memset(t, 0, sizeof *t);
@@ -207,8 +230,10 @@ static void model_tensors(const lm_model *m, tens_list *l)
 {
     const lm_net *n = &m->net;
     l->n = 0;
-    if (n->cfg.meta_kind == LM_NET_META_MLP) mlp_tensors(l, "meta", &n->meta, m->theta_m);
-    else add_t(l, "meta.id_table", LM_DT_F32, n->cfg.id_rows, n->E, 2, m->theta_m);
+    if (n->cfg.meta_kind == LM_NET_META_MLP)
+        mlp_tensors(l, "meta", &n->meta, m->theta_m);
+    else
+        add_t(l, "meta.id_table", LM_DT_F32, n->cfg.id_rows, n->E, 2, m->theta_m);
     mlp_tensors(l, "global", &n->global, m->theta_g);
     char name[LM_ST_NAME_MAX];
     for (size_t c = 0; c < n->ncat; c++) {
@@ -241,9 +266,12 @@ static size_t json_sizes(const cJSON *a, size_t *v, size_t max, int *bad)
         *bad = 1;
         return 0;
     }
-    cJSON_ArrayForEach(e, a) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 1 || n >= max) *bad = 1;
-        else v[n++] = (size_t)e->valuedouble;
+    cJSON_ArrayForEach(e, a)
+    {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 1 || n >= max)
+            *bad = 1;
+        else
+            v[n++] = (size_t)e->valuedouble;
     }
     return n;
 }
@@ -258,7 +286,11 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
     cJSON *r = info ? cJSON_Parse(info) : NULL;
     lm_model *m = NULL;
     lm_schema *schema = NULL;
-#define BAD(...) do { rc = lm_err_set(err, LM_EFORMAT, __VA_ARGS__); goto done; } while (0)
+#define BAD(...)                                                                                             \
+    do {                                                                                                     \
+        rc = lm_err_set(err, LM_EFORMAT, __VA_ARGS__);                                                       \
+        goto done;                                                                                           \
+    } while (0)
     if (!r) BAD("%s: not a limaml model (no or bad \"limaml\" metadata)", path);
     const cJSON *ver = cJSON_GetObjectItem(r, "version");
     if (!cJSON_IsNumber(ver)) BAD("%s: model metadata lacks a version", path);
@@ -269,7 +301,8 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
     }
     const cJSON *net = cJSON_GetObjectItem(r, "net"), *sch = cJSON_GetObjectItem(r, "schema");
     const cJSON *algo = cJSON_GetObjectItem(r, "algo");
-    if (!cJSON_IsObject(net) || !cJSON_IsObject(sch) || !cJSON_IsString(algo) || algo_from_name(algo->valuestring) < 0)
+    if (!cJSON_IsObject(net) || !cJSON_IsObject(sch) || !cJSON_IsString(algo) ||
+        algo_from_name(algo->valuestring) < 0)
         BAD("%s: model metadata lacks net, schema or algo", path);
     char *sj = cJSON_PrintUnformatted(sch);
     lm_err e2 = {0};
@@ -283,18 +316,25 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
     const cJSON *kind = cJSON_GetObjectItem(net, "meta_kind");
     c.meta_kind = cJSON_IsString(kind) && !strcmp(kind->valuestring, "id") ? LM_NET_META_ID : LM_NET_META_MLP;
     const cJSON *mh = cJSON_GetObjectItem(net, "meta_hidden");
-    c.nmeta_hidden = cJSON_IsArray(mh) && cJSON_GetArraySize(mh) == 0 ? 0 : json_sizes(mh, c.meta_hidden, LM_MLP_MAX_LAYERS - 1, &bad);
-    c.nglobal_hidden = json_sizes(cJSON_GetObjectItem(net, "global_hidden"), c.global_hidden, LM_MLP_MAX_LAYERS - 1, &bad);
+    c.nmeta_hidden = cJSON_IsArray(mh) && cJSON_GetArraySize(mh) == 0
+                         ? 0
+                         : json_sizes(mh, c.meta_hidden, LM_MLP_MAX_LAYERS - 1, &bad);
+    c.nglobal_hidden =
+        json_sizes(cJSON_GetObjectItem(net, "global_hidden"), c.global_hidden, LM_MLP_MAX_LAYERS - 1, &bad);
     const cJSON *x;
-    if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "emb_dim"))) c.emb_dim = (size_t)x->valuedouble;
-    else bad = 1;
+    if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "emb_dim")))
+        c.emb_dim = (size_t)x->valuedouble;
+    else
+        bad = 1;
     if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "id_rows"))) c.id_rows = (size_t)x->valuedouble;
     if (cJSON_IsBool(x = cJSON_GetObjectItem(net, "meta_in_global"))) c.meta_in_global = cJSON_IsTrue(x);
     if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "dropout"))) c.dropout = x->valuedouble;
     /* models from before the option have no key: off */
     if ((x = cJSON_GetObjectItem(net, "emb_logit"))) {
-        if (cJSON_IsBool(x)) c.emb_logit = cJSON_IsTrue(x);
-        else bad = 1;
+        if (cJSON_IsBool(x))
+            c.emb_logit = cJSON_IsTrue(x);
+        else
+            bad = 1;
     }
     if (bad) BAD("%s: bad network description in the metadata", path);
     lm_net n;
@@ -316,18 +356,21 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
         memcpy(m->id_keys, kk->data, kk->nbytes);
         for (size_t i = 0; i < m->nid; i++)
             if (m->id_off[i] > m->id_off[i + 1]) BAD("%s: task key offsets are not increasing", path);
-        if (m->id_off[0] != 0 || m->id_off[m->nid] != kk->nbytes) BAD("%s: task key offsets do not cover the keys", path);
+        if (m->id_off[0] != 0 || m->id_off[m->nid] != kk->nbytes)
+            BAD("%s: task key offsets do not cover the keys", path);
     }
     tens_list l;
     model_tensors(m, &l);
-    if (l.n != lm_st_count(f)) BAD("%s: %zu tensors, the network described has %zu", path, lm_st_count(f), l.n);
+    if (l.n != lm_st_count(f))
+        BAD("%s: %zu tensors, the network described has %zu", path, lm_st_count(f), l.n);
     for (size_t i = 0; i < l.n; i++) {
         const lm_st_tensor *t = lm_st_find(f, l.t[i].name);
         if (!t) BAD("%s: tensor '%s' is missing", path, l.t[i].name);
         if (t->dtype != l.t[i].dtype || t->ndim != l.t[i].ndim || t->shape[0] != l.t[i].shape[0] ||
             (t->ndim > 1 && t->shape[1] != l.t[i].shape[1]))
             BAD("%s: tensor '%s' has the wrong dtype or shape", path, l.t[i].name);
-        if (l.t[i].data != m->id_keys && l.t[i].data != m->id_off) memcpy((void *)l.t[i].data, t->data, t->nbytes);
+        if (l.t[i].data != m->id_keys && l.t[i].data != m->id_off)
+            memcpy((void *)l.t[i].data, t->data, t->nbytes);
     }
     for (size_t i = 0; i < n.meta_np; i++)
         if (!(m->theta_m[i] - m->theta_m[i] == 0)) BAD("%s: a meta parameter is NaN or infinite", path);
@@ -352,19 +395,25 @@ int lm_model_check_dataset(const lm_model *m, const lm_dataset *ds, lm_err *err)
 {
     const lm_schema *a = m->schema, *b = lm_dataset_schema(ds);
     if (a->nmeta != b->nmeta || a->ndense != b->ndense || a->ncat != b->ncat)
-        return lm_err_set(err, LM_EMISMATCH,
-                          "the dataset has %zu meta, %zu dense and %zu categorical features, the model %zu, %zu and %zu",
-                          b->nmeta, b->ndense, b->ncat, a->nmeta, a->ndense, a->ncat);
+        return lm_err_set(
+            err, LM_EMISMATCH,
+            "the dataset has %zu meta, %zu dense and %zu categorical features, the model %zu, %zu and %zu",
+            b->nmeta, b->ndense, b->ncat, a->nmeta, a->ndense, a->ncat);
     for (size_t i = 0; i < a->nmeta; i++)
         if (strcmp(a->meta[i], b->meta[i]))
-            return lm_err_set(err, LM_EMISMATCH, "meta feature %zu is '%s' in the model, '%s' in the dataset", i, a->meta[i], b->meta[i]);
+            return lm_err_set(err, LM_EMISMATCH, "meta feature %zu is '%s' in the model, '%s' in the dataset",
+                              i, a->meta[i], b->meta[i]);
     for (size_t i = 0; i < a->ndense; i++)
         if (strcmp(a->dense[i], b->dense[i]))
-            return lm_err_set(err, LM_EMISMATCH, "dense feature %zu is '%s' in the model, '%s' in the dataset", i, a->dense[i], b->dense[i]);
+            return lm_err_set(err, LM_EMISMATCH,
+                              "dense feature %zu is '%s' in the model, '%s' in the dataset", i, a->dense[i],
+                              b->dense[i]);
     for (size_t i = 0; i < a->ncat; i++)
         if (strcmp(a->cat[i].column, b->cat[i].column) || a->cat[i].buckets != b->cat[i].buckets)
-            return lm_err_set(err, LM_EMISMATCH, "categorical feature %zu is '%s' (%u buckets) in the model, '%s' (%u) in the dataset",
-                              i, a->cat[i].column, a->cat[i].buckets, b->cat[i].column, b->cat[i].buckets);
+            return lm_err_set(
+                err, LM_EMISMATCH,
+                "categorical feature %zu is '%s' (%u buckets) in the model, '%s' (%u) in the dataset", i,
+                a->cat[i].column, a->cat[i].buckets, b->cat[i].column, b->cat[i].buckets);
     if (a->label_type != b->label_type) return lm_err_set(err, LM_EMISMATCH, "the label types differ");
     return LM_OK;
 }

@@ -7,9 +7,9 @@
 
 struct lm_model {
     lm_net net;
-    int algo;                 /* LM_TRAIN_... */
-    float *theta_m;           /* (net.meta_np) */
-    float *theta_g;           /* (net.global_np) */
+    int algo;       /* LM_TRAIN_... */
+    float *theta_m; /* (net.meta_np) */
+    float *theta_g; /* (net.global_np) */
     lm_schema *schema;
     /* Adaptation defaults: the inner loop the model was trained with. */
     uint32_t inner_steps;
@@ -17,10 +17,10 @@ struct lm_model {
     /* id meta block: the training tasks' keys; row i of the table is key i, the last row the
      * shared default. Keys are kept in the dataset's order, sorted by (hash, key). */
     size_t nid;
-    char *id_keys;            /* concatenated */
-    uint64_t *id_off;         /* (nid + 1) */
-    char *train_json;         /* hyperparameters and summary, JSON; may be NULL */
-    char *info_json;          /* built on save/load: everything in the file's metadata */
+    char *id_keys;    /* concatenated */
+    uint64_t *id_off; /* (nid + 1) */
+    char *train_json; /* hyperparameters and summary, JSON; may be NULL */
+    char *info_json;  /* built on save/load: everything in the file's metadata */
 };
 
 /* A model with fresh buffers for `net` (parameters zero). */
@@ -28,6 +28,7 @@ int lm_model_new(lm_model **out, const lm_net *net, int algo, const lm_schema *s
 /* The id-table row of a task key: its own row, or the default row (nid) when unseen. */
 size_t lm_model_id_row(const lm_model *m, const char *key, size_t len);
 /* Parse "mlp:32,16" / "id:16" (meta) and "mlp:64,32" (global) into a config. */
-int lm_net_config_parse_blocks(lm_net_config *c, const char *meta_block, const char *global_block, lm_err *err);
+int lm_net_config_parse_blocks(lm_net_config *c, const char *meta_block, const char *global_block,
+                               lm_err *err);
 
 #endif

@@ -39,8 +39,8 @@ int lm_net_config_from_schema(lm_net_config *c, const lm_schema *s, lm_err *err)
 {
     LM_ASSERT(c && s);
     if (s->ncat > LM_NET_MAX_CAT)
-        return lm_err_set(err, LM_EINVAL, "net: the schema has %zu categorical columns, at most %d",
-                          s->ncat, LM_NET_MAX_CAT);
+        return lm_err_set(err, LM_EINVAL, "net: the schema has %zu categorical columns, at most %d", s->ncat,
+                          LM_NET_MAX_CAT);
     c->nmeta = s->nmeta;
     c->ndense = s->ndense;
     c->ncat = s->ncat;
@@ -85,8 +85,8 @@ int lm_net_init(lm_net *n, const lm_net_config *c, lm_err *err)
     col = mul_add(1, c->ndense, col, &ovf);
     for (size_t i = 0; i < c->ncat; i++) {
         if (c->cat_buckets[i] == 0 || c->cat_dim[i] == 0)
-            return lm_err_set(err, LM_EINVAL, "net: categorical column %zu has %u buckets of width %u",
-                              i, c->cat_buckets[i], c->cat_dim[i]);
+            return lm_err_set(err, LM_EINVAL, "net: categorical column %zu has %u buckets of width %u", i,
+                              c->cat_buckets[i], c->cat_dim[i]);
         n->col_cat[i] = col;
         n->cat_rows[i] = c->cat_buckets[i];
         n->cat_dim[i] = c->cat_dim[i];
@@ -150,8 +150,7 @@ void lm_meta_opts_default(lm_meta_opts *o)
 
 size_t lm_task_split_rows(const lm_task *t, int split)
 {
-    if (split == LM_META_SPLIT_TRAIN)
-        return (size_t)t->nsplit[LM_SPLIT_SUPPORT] + t->nsplit[LM_SPLIT_QUERY];
+    if (split == LM_META_SPLIT_TRAIN) return (size_t)t->nsplit[LM_SPLIT_SUPPORT] + t->nsplit[LM_SPLIT_QUERY];
     LM_ASSERT(split >= 0 && split < LM_SPLIT_COUNT);
     return t->nsplit[split];
 }
@@ -207,8 +206,8 @@ int lm_meta_layout_init(lm_meta_layout *l, const lm_net *n, size_t max_rows, siz
     l->total = off;
     if (ovf) {
         memset(l, 0, sizeof *l);
-        return lm_err_set(err, LM_EINVAL, "meta workspace: size overflows (%zu rows, %zu steps)",
-                          max_rows, max_steps);
+        return lm_err_set(err, LM_EINVAL, "meta workspace: size overflows (%zu rows, %zu steps)", max_rows,
+                          max_steps);
     }
     return LM_OK;
 }
@@ -249,8 +248,7 @@ static double mlp_fwd_tan(const lm_mlp *m, size_t B, int ptan, int xtan)
 
 /* lm_mlp_backward_tan: per layer, dx_tan = dy_tan W (+ dy W_tan), dW_tan = dy_tan^T x
  * (+ dy^T x_tan), and the first-order dx (always below layer 0) and dW it recomputes. */
-static double mlp_bwd_tan(const lm_mlp *m, size_t B, int ptan, int xtan, int dx, int dxtan, int dp,
-                          int dptan)
+static double mlp_bwd_tan(const lm_mlp *m, size_t B, int ptan, int xtan, int dx, int dxtan, int dp, int dptan)
 {
     double f = 0;
     for (size_t l = 0; l < m->nlayers; l++) {

@@ -17,8 +17,8 @@ typedef struct lm_adam_span {
 
 typedef struct lm_adam {
     double beta1, beta2, eps;
-    double weight_decay;   /* decoupled (AdamW); 0: plain Adam */
-    uint64_t step;         /* updates taken so far */
+    double weight_decay; /* decoupled (AdamW); 0: plain Adam */
+    uint64_t step;       /* updates taken so far */
 } lm_adam;
 
 void lm_adam_init(lm_adam *a);

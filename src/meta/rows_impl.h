@@ -2,8 +2,7 @@
  * dataset), written once over REAL and instantiated by meta_f32.c and meta_f64.c (never
  * include it elsewhere). Contracts in meta/meta_decl.h. */
 
-int LM_META_FN(lm_rows_alloc)(ROWS *r, size_t nmeta, size_t ndense, size_t ncat, size_t cap,
-                               lm_err *err)
+int LM_META_FN(lm_rows_alloc)(ROWS *r, size_t nmeta, size_t ndense, size_t ncat, size_t cap, lm_err *err)
 {
     LM_ASSERT(r);
     memset(r, 0, sizeof *r);
@@ -11,8 +10,7 @@ int LM_META_FN(lm_rows_alloc)(ROWS *r, size_t nmeta, size_t ndense, size_t ncat,
      * uint32_t needs no more alignment than REAL */
     size_t nreal, ncell, bytes;
     if (__builtin_mul_overflow(cap, 1 + nmeta + ndense, &nreal) ||
-        __builtin_mul_overflow(cap, ncat, &ncell) ||
-        __builtin_mul_overflow(nreal, sizeof(REAL), &bytes) ||
+        __builtin_mul_overflow(cap, ncat, &ncell) || __builtin_mul_overflow(nreal, sizeof(REAL), &bytes) ||
         __builtin_add_overflow(bytes, ncell * sizeof(uint32_t), &bytes) ||
         ncell > SIZE_MAX / sizeof(uint32_t))
         return lm_err_set(err, LM_ENOMEM, "rows: %zu rows overflow the size", cap);
@@ -71,8 +69,7 @@ static int split_matches(int row_split, int split)
     return row_split == split;
 }
 
-int LM_META_FN(lm_rows_gather)(ROWS *r, const lm_dataset *ds, const lm_task *t, int split,
-                                lm_err *err)
+int LM_META_FN(lm_rows_gather)(ROWS *r, const lm_dataset *ds, const lm_task *t, int split, lm_err *err)
 {
     LM_ASSERT(r && ds && t);
     if (split != LM_META_SPLIT_TRAIN && (split < 0 || split >= LM_SPLIT_COUNT))
@@ -82,14 +79,13 @@ int LM_META_FN(lm_rows_gather)(ROWS *r, const lm_dataset *ds, const lm_task *t, 
         return lm_err_set(err, LM_EMISMATCH,
                           "rows: buffers for %zu meta, %zu dense, %zu categorical features; the "
                           "dataset has %u, %u, %u",
-                          r->nmeta, r->ndense, r->ncat, lm_dataset_nmeta(ds),
-                          lm_dataset_ndense(ds), lm_dataset_ncat(ds));
+                          r->nmeta, r->ndense, r->ncat, lm_dataset_nmeta(ds), lm_dataset_ndense(ds),
+                          lm_dataset_ncat(ds));
     size_t want = lm_task_split_rows(t, split);
     r->n = 0;
     if (want > r->cap)
-        return lm_err_set(err, LM_ELIMIT, "rows: the task has %zu %s rows, the buffers hold %zu",
-                          want, split == LM_META_SPLIT_TRAIN ? "train" : lm_split_name(split),
-                          r->cap);
+        return lm_err_set(err, LM_ELIMIT, "rows: the task has %zu %s rows, the buffers hold %zu", want,
+                          split == LM_META_SPLIT_TRAIN ? "train" : lm_split_name(split), r->cap);
     if (t->contiguous) {
         /* splits follow time: support, query, val, test runs in this order */
         int s0 = split == LM_META_SPLIT_TRAIN ? LM_SPLIT_SUPPORT : split;
@@ -117,8 +113,8 @@ int LM_META_FN(lm_rows_gather)(ROWS *r, const lm_dataset *ds, const lm_task *t, 
  * workspace
  * ========================================================================================== */
 
-int LM_META_FN(lm_meta_ws_alloc)(WS *ws, const lm_net *n, size_t max_rows, size_t max_steps,
-                                  int adapt_global, lm_err *err)
+int LM_META_FN(lm_meta_ws_alloc)(WS *ws, const lm_net *n, size_t max_rows, size_t max_steps, int adapt_global,
+                                 lm_err *err)
 {
     LM_ASSERT(ws && n);
     memset(ws, 0, sizeof *ws);

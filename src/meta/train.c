@@ -52,18 +52,19 @@ typedef struct state {
     float *theta_m, *theta_g, *mm, *vm, *mg, *vg; /* parameters and Adam moments */
     float *best_m, *best_g;
     lm_adam adam;
-    uint32_t epoch;          /* epochs completed */
+    uint32_t epoch; /* epochs completed */
     uint32_t best_epoch, bad_epochs;
     double best_auc, best_loss;
 } state;
 
-static int save_checkpoint(const char *path, const lm_net *n, const state *s, const char *opts_sig, lm_err *err)
+static int save_checkpoint(const char *path, const lm_net *n, const state *s, const char *opts_sig,
+                           lm_err *err)
 {
     size_t pm = n->meta_np, pg = n->global_np;
     lm_st_tensor t[8];
     const float *bufs[8] = {s->theta_m, s->theta_g, s->mm, s->vm, s->mg, s->vg, s->best_m, s->best_g};
-    const char *names[8] = {"theta_m", "theta_g", "adam_m_meta", "adam_v_meta", "adam_m_global", "adam_v_global",
-                            "best_m", "best_g"};
+    const char *names[8] = {"theta_m",       "theta_g",       "adam_m_meta", "adam_v_meta",
+                            "adam_m_global", "adam_v_global", "best_m",      "best_g"};
     for (int i = 0; i < 8; i++) {
         size_t len = (i == 0 || i == 2 || i == 3 || i == 6) ? pm : pg;
         memset(&t[i], 0, sizeof t[i]);
@@ -96,18 +97,21 @@ static int load_checkpoint(const char *path, const lm_net *n, state *s, const ch
     }
     if (strcmp(sig, opts_sig) != 0) {
         rc = lm_err_set(err, LM_EMISMATCH,
-                        "%s: the checkpoint was made with other options or data; resume needs the same ones", path);
+                        "%s: the checkpoint was made with other options or data; resume needs the same ones",
+                        path);
         goto done;
     }
     float *bufs[8] = {s->theta_m, s->theta_g, s->mm, s->vm, s->mg, s->vg, s->best_m, s->best_g};
-    const char *names[8] = {"theta_m", "theta_g", "adam_m_meta", "adam_v_meta", "adam_m_global", "adam_v_global",
-                            "best_m", "best_g"};
+    const char *names[8] = {"theta_m",       "theta_g",       "adam_m_meta", "adam_v_meta",
+                            "adam_m_global", "adam_v_global", "best_m",      "best_g"};
     for (int i = 0; i < 8 && !rc; i++) {
         size_t len = (i == 0 || i == 2 || i == 3 || i == 6) ? n->meta_np : n->global_np;
         const lm_st_tensor *t = lm_st_find(f, names[i]);
         if (!t || t->dtype != LM_DT_F32 || t->nbytes != len * sizeof(float))
-            rc = lm_err_set(err, LM_EFORMAT, "%s: tensor %s is missing or has the wrong size", path, names[i]);
-        else memcpy(bufs[i], t->data, t->nbytes);
+            rc =
+                lm_err_set(err, LM_EFORMAT, "%s: tensor %s is missing or has the wrong size", path, names[i]);
+        else
+            memcpy(bufs[i], t->data, t->nbytes);
     }
     if (!rc) {
         s->epoch = (uint32_t)cJSON_GetObjectItem(j, "epoch")->valuedouble;
@@ -131,13 +135,15 @@ static char *options_signature(const lm_train_opts *o, const lm_dataset *ds, int
     size_t ilen;
     const char *info = lm_dataset_info_json(ds, &ilen);
     snprintf(s, 1024,
-             "algo=%d meta=%s global=%s n=%u alpha=%.17g fo=%d w=%.17g B=%u epochs=%u lr=%.17g scale=%d clip=%.17g "
-             "warmup=%" PRIu64 " decay=%d dropout=%.17g seed=%" PRIu64 " threads=%d patience=%u vsteps=%u idf=%.17g "
+             "algo=%d meta=%s global=%s n=%u alpha=%.17g fo=%d w=%.17g B=%u epochs=%u lr=%.17g scale=%d "
+             "clip=%.17g "
+             "warmup=%" PRIu64 " decay=%d dropout=%.17g seed=%" PRIu64
+             " threads=%d patience=%u vsteps=%u idf=%.17g "
              "data=%016" PRIx64 "/%" PRIu64,
-             o->algo, o->meta_block, o->global_block, o->inner_steps, o->task_lr, o->first_order, o->support_weight,
-             o->tasks_per_batch, o->epochs, o->lr, o->lr_scale_with_batch, o->clip, o->warmup, o->decay, o->dropout,
-             o->seed, threads, o->patience, o->val_adapt_steps, o->id_default_frac, lm_hash64(info, ilen, 0),
-             lm_dataset_nrows(ds));
+             o->algo, o->meta_block, o->global_block, o->inner_steps, o->task_lr, o->first_order,
+             o->support_weight, o->tasks_per_batch, o->epochs, o->lr, o->lr_scale_with_batch, o->clip,
+             o->warmup, o->decay, o->dropout, o->seed, threads, o->patience, o->val_adapt_steps,
+             o->id_default_frac, lm_hash64(info, ilen, 0), lm_dataset_nrows(ds));
     /* appended only when on, so checkpoints made before the option still resume */
     if (o->emb_logit) snprintf(s + strlen(s), 1024 - strlen(s), " emb_logit=1");
     return s;
@@ -147,16 +153,19 @@ static char *options_signature(const lm_train_opts *o, const lm_dataset *ds, int
 
 static int check_opts(const lm_train_opts *o, lm_err *err)
 {
-    if (o->algo < LM_TRAIN_PLAIN || o->algo > LM_TRAIN_LIMAML) return lm_err_set(err, LM_EINVAL, "--algo: unknown algorithm");
+    if (o->algo < LM_TRAIN_PLAIN || o->algo > LM_TRAIN_LIMAML)
+        return lm_err_set(err, LM_EINVAL, "--algo: unknown algorithm");
     if (o->tasks_per_batch < 1) return lm_err_set(err, LM_EINVAL, "--tasks-per-batch must be >= 1");
     if (o->epochs < 1) return lm_err_set(err, LM_EINVAL, "--epochs must be >= 1");
     if (!(o->lr > 0)) return lm_err_set(err, LM_EINVAL, "--lr must be > 0");
     if (!(o->task_lr >= 0)) return lm_err_set(err, LM_EINVAL, "--task-lr must be >= 0");
-    if (!(o->dropout >= 0 && o->dropout < 1)) return lm_err_set(err, LM_EINVAL, "--dropout must be in [0, 1)");
+    if (!(o->dropout >= 0 && o->dropout < 1))
+        return lm_err_set(err, LM_EINVAL, "--dropout must be in [0, 1)");
     if (!(o->clip >= 0)) return lm_err_set(err, LM_EINVAL, "--clip must be >= 0");
     if (!(o->support_weight >= 0)) return lm_err_set(err, LM_EINVAL, "--support-weight must be >= 0");
     if (o->inner_steps > 64) return lm_err_set(err, LM_EINVAL, "--inner-steps must be at most 64");
-    if (!(o->id_default_frac >= 0 && o->id_default_frac < 1)) return lm_err_set(err, LM_EINVAL, "--id-default-frac must be in [0, 1)");
+    if (!(o->id_default_frac >= 0 && o->id_default_frac < 1))
+        return lm_err_set(err, LM_EINVAL, "--id-default-frac must be in [0, 1)");
     if (o->resume && !o->checkpoint) return lm_err_set(err, LM_EINVAL, "--resume needs --checkpoint");
     return LM_OK;
 }
@@ -219,7 +228,8 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
     }
     if (ntrain == 0) {
         free(train);
-        return lm_err_set(err, LM_EINVAL, "the dataset has no warm task with %s", meta_algo ? "support and query rows" : "train rows");
+        return lm_err_set(err, LM_EINVAL, "the dataset has no warm task with %s",
+                          meta_algo ? "support and query rows" : "train rows");
     }
 
     /* The network. widedeep is plain training with an id meta block. */
@@ -287,8 +297,9 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
             th[i].gm = calloc(pm + 1, sizeof(float));
             th[i].gg = calloc(pg + 1, sizeof(float));
             if (!th[i].gm || !th[i].gg) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
-            if (!rc) rc = lm_meta_ws_alloc_f32(&th[i].ws, &net, maxrows, o->inner_steps ? o->inner_steps : 1,
-                                                o->algo == LM_TRAIN_MAML, err);
+            if (!rc)
+                rc = lm_meta_ws_alloc_f32(&th[i].ws, &net, maxrows, o->inner_steps ? o->inner_steps : 1,
+                                          o->algo == LM_TRAIN_MAML, err);
             if (!rc) rc = lm_rows_alloc_f32(&th[i].sup, net.nmeta, net.ndense, net.ncat, maxrows, err);
             if (!rc) rc = lm_rows_alloc_f32(&th[i].qry, net.nmeta, net.ndense, net.ncat, maxrows, err);
         }
@@ -297,7 +308,9 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
 
     lm_meta_opts mo;
     lm_meta_opts_default(&mo);
-    mo.algo = o->algo == LM_TRAIN_LIMAML ? LM_ALGO_LIMAML : o->algo == LM_TRAIN_MAML ? LM_ALGO_MAML : LM_ALGO_PLAIN;
+    mo.algo = o->algo == LM_TRAIN_LIMAML ? LM_ALGO_LIMAML
+              : o->algo == LM_TRAIN_MAML ? LM_ALGO_MAML
+                                         : LM_ALGO_PLAIN;
     mo.steps = meta_algo ? o->inner_steps : 0;
     mo.alpha = o->task_lr;
     mo.first_order = o->first_order;
@@ -351,7 +364,8 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
     eo.warm_only = 1;
     eo.adapt_from = LM_ADAPT_TRAIN;
     eo.adapt_steps = o->algo == LM_TRAIN_LIMAML || o->algo == LM_TRAIN_MAML
-                         ? (o->val_adapt_steps == UINT32_MAX ? o->inner_steps : o->val_adapt_steps) : 0;
+                         ? (o->val_adapt_steps == UINT32_MAX ? o->inner_steps : o->val_adapt_steps)
+                         : 0;
     eo.threads = threads;
     uint64_t tasks_done = 0;
     double run_t0 = lm_now(), train_secs = 0;
@@ -377,9 +391,11 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
                 for (uint64_t i = lo; i < hi; i++) {
                     thr *me = &th[omp_get_thread_num()];
                     const lm_task *k = lm_dataset_task(ds, train[order[i]]);
-                    int r2 = meta_algo ? lm_rows_gather_f32(&bsup[i - lo], ds, k, LM_SPLIT_SUPPORT, &me->err) : 0;
-                    if (!r2) r2 = lm_rows_gather_f32(&bqry[i - lo], ds, k, meta_algo ? LM_SPLIT_QUERY : LM_META_SPLIT_TRAIN,
-                                                     &me->err);
+                    int r2 =
+                        meta_algo ? lm_rows_gather_f32(&bsup[i - lo], ds, k, LM_SPLIT_SUPPORT, &me->err) : 0;
+                    if (!r2)
+                        r2 = lm_rows_gather_f32(&bqry[i - lo], ds, k,
+                                                meta_algo ? LM_SPLIT_QUERY : LM_META_SPLIT_TRAIN, &me->err);
                     if (r2) me->rc = r2;
                 }
                 for (int i = 0; i < threads; i++) {
@@ -392,19 +408,21 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
                 int ok = 1;
                 for (int i = 0; i < threads; i++) ok &= !th[i].rc;
                 if (ok) {
-                    int r2 = lm_meta_batch_f32(&net, &mo, bws, s.theta_m, s.theta_g, hi - lo, bsup, bqry, th[0].gm,
-                                               th[0].gg, NULL, &bst, &th[0].err);
-                    if (r2) th[0].rc = r2;
-                    else th[0].loss = bst.objective;
+                    int r2 = lm_meta_batch_f32(&net, &mo, bws, s.theta_m, s.theta_g, hi - lo, bsup, bqry,
+                                               th[0].gm, th[0].gg, NULL, &bst, &th[0].err);
+                    if (r2)
+                        th[0].rc = r2;
+                    else
+                        th[0].loss = bst.objective;
                 }
             } else {
-    #pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads)
                 {
                     thr *me = &th[omp_get_thread_num()];
                     memset(me->gm, 0, pm * sizeof(float));
                     memset(me->gg, 0, pg * sizeof(float));
                     me->loss = 0;
-    #pragma omp for schedule(static)
+#pragma omp for schedule(static)
                     for (uint64_t i = lo; i < hi; i++) {
                         if (me->rc) continue;
                         uint64_t idx = order[i];
@@ -428,8 +446,8 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
                             me->rc = r2;
                             continue;
                         }
-                        me->loss += lm_meta_task_f32(&net, &mo, &me->ws, s.theta_m + off, s.theta_g, &me->sup, &me->qry,
-                                                     NULL, NULL, me->gm + off, me->gg, NULL, &tr);
+                        me->loss += lm_meta_task_f32(&net, &mo, &me->ws, s.theta_m + off, s.theta_g, &me->sup,
+                                                     &me->qry, NULL, NULL, me->gm + off, me->gg, NULL, &tr);
                     }
                 }
             }
@@ -449,12 +467,15 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
             }
             for (size_t j = 0; j < pm; j++) th[0].gm[j] *= inv;
             for (size_t j = 0; j < pg; j++) th[0].gg[j] *= inv;
-            lm_adam_span sp[2] = {{s.theta_m, th[0].gm, s.mm, s.vm, pm}, {s.theta_g, th[0].gg, s.mg, s.vg, pg}};
+            lm_adam_span sp[2] = {{s.theta_m, th[0].gm, s.mm, s.vm, pm},
+                                  {s.theta_g, th[0].gg, s.mg, s.vg, pg}};
             double lr = lm_lr_at(base_lr, s.adam.step, total_updates, o->warmup, o->decay, 0.0);
             lm_adam_update(&s.adam, sp, 2, lr, o->clip);
             if (!isfinite(bl)) {
-                rc = lm_err_set(err, LM_EINVAL, "training diverged at epoch %u batch %llu (loss is not finite); lower --lr or --task-lr",
-                                ep + 1, (unsigned long long)b + 1);
+                rc = lm_err_set(
+                    err, LM_EINVAL,
+                    "training diverged at epoch %u batch %llu (loss is not finite); lower --lr or --task-lr",
+                    ep + 1, (unsigned long long)b + 1);
                 break;
             }
             ep_loss += bl;
@@ -492,12 +513,13 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
             s.bad_epochs++;
         }
         if (log) {
-            fprintf(log,
-                    "{\"epoch\":%u,\"train_loss\":%.6f,\"val_auc\":%.6f,\"val_logloss\":%.6f,\"lr\":%.6g,"
-                    "\"seconds\":%.3f,\"tasks_per_s\":%.1f,\"best\":%s}\n",
-                    ep + 1, ep_loss / (double)(ep_tasks ? ep_tasks : 1), vr.auc, vr.logloss,
-                    lm_lr_at(base_lr, s.adam.step ? s.adam.step - 1 : 0, total_updates, o->warmup, o->decay, 0.0),
-                    ep_secs, (double)ep_tasks / (ep_secs > 0 ? ep_secs : 1e-9), improved ? "true" : "false");
+            fprintf(
+                log,
+                "{\"epoch\":%u,\"train_loss\":%.6f,\"val_auc\":%.6f,\"val_logloss\":%.6f,\"lr\":%.6g,"
+                "\"seconds\":%.3f,\"tasks_per_s\":%.1f,\"best\":%s}\n",
+                ep + 1, ep_loss / (double)(ep_tasks ? ep_tasks : 1), vr.auc, vr.logloss,
+                lm_lr_at(base_lr, s.adam.step ? s.adam.step - 1 : 0, total_updates, o->warmup, o->decay, 0.0),
+                ep_secs, (double)ep_tasks / (ep_secs > 0 ? ep_secs : 1e-9), improved ? "true" : "false");
             fflush(log);
         }
         if (o->progress) {

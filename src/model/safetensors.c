@@ -54,7 +54,8 @@ int lm_st_write(const char *path, const lm_st_tensor *t, size_t n, const char *c
         cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
         cJSON_AddStringToObject(e, "dtype", dt_names[t[i].dtype]);
         cJSON *shape = cJSON_AddArrayToObject(e, "shape");
-        for (uint32_t d = 0; d < t[i].ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t[i].shape[d]));
+        for (uint32_t d = 0; d < t[i].ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t[i].shape[d]));
         cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + t[i].nbytes)));
@@ -138,7 +139,8 @@ int lm_st_open(lm_st_file **out, const char *path, lm_err *err)
     f->map = m;
     uint64_t hlen;
     memcpy(&hlen, f->map, 8);
-    if (hlen > f->len - 8 || hlen > (100u << 20)) return fail(f, err, LM_EFORMAT, "truncated or not a safetensors file (header length)");
+    if (hlen > f->len - 8 || hlen > (100u << 20))
+        return fail(f, err, LM_EFORMAT, "truncated or not a safetensors file (header length)");
     f->root = cJSON_ParseWithLength(f->map + 8, (size_t)hlen);
     if (!f->root || !cJSON_IsObject(f->root)) return fail(f, err, LM_EFORMAT, "header is not a JSON object");
     const char *data = f->map + 8 + hlen;
@@ -147,7 +149,8 @@ int lm_st_open(lm_st_file **out, const char *path, lm_err *err)
     f->t = calloc((size_t)count + 1, sizeof *f->t);
     if (!f->t) return fail(f, err, LM_ENOMEM, "out of memory");
     const cJSON *e;
-    cJSON_ArrayForEach(e, f->root) {
+    cJSON_ArrayForEach(e, f->root)
+    {
         if (!strcmp(e->string, "__metadata__")) {
             if (!cJSON_IsObject(e)) return fail(f, err, LM_EFORMAT, "__metadata__ is not an object");
             f->meta = (cJSON *)e;
@@ -170,15 +173,19 @@ int lm_st_open(lm_st_file **out, const char *path, lm_err *err)
         t->ndim = (uint32_t)nd;
         int d = 0;
         const cJSON *s;
-        cJSON_ArrayForEach(s, sh) {
-            if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 1e15) return fail(f, err, LM_EFORMAT, "bad shape");
+        cJSON_ArrayForEach(s, sh)
+        {
+            if (!cJSON_IsNumber(s) || s->valuedouble < 0 || s->valuedouble > 1e15)
+                return fail(f, err, LM_EFORMAT, "bad shape");
             t->shape[d++] = (uint64_t)s->valuedouble;
         }
         double b = cJSON_GetArrayItem(of, 0)->valuedouble, en = cJSON_GetArrayItem(of, 1)->valuedouble;
-        if (!(b >= 0 && en >= b && en <= (double)dlen)) return fail(f, err, LM_EFORMAT, "truncated (tensor data past the end)");
+        if (!(b >= 0 && en >= b && en <= (double)dlen))
+            return fail(f, err, LM_EFORMAT, "truncated (tensor data past the end)");
         t->data = data + (size_t)b;
         t->nbytes = (size_t)(en - b);
-        if (t->nbytes != numel(t) * lm_dt_size(t->dtype)) return fail(f, err, LM_EFORMAT, "tensor size does not match its shape");
+        if (t->nbytes != numel(t) * lm_dt_size(t->dtype))
+            return fail(f, err, LM_EFORMAT, "tensor size does not match its shape");
         f->n++;
     }
     /* Tensors must tile the data exactly (as the reference implementation requires). */
@@ -193,10 +200,12 @@ int lm_st_open(lm_st_file **out, const char *path, lm_err *err)
         next = (const char *)sorted[i].data + sorted[i].nbytes;
     }
     free(sorted);
-    if (holes || next != data + dlen) return fail(f, err, LM_EFORMAT, "tensor data has holes or trailing bytes (truncated or corrupt)");
+    if (holes || next != data + dlen)
+        return fail(f, err, LM_EFORMAT, "tensor data has holes or trailing bytes (truncated or corrupt)");
     const char *ver = lm_st_meta(f, "lm_format");
     if (ver && strcmp(ver, LM_ST_FORMAT) != 0) {
-        int rc = lm_err_set(err, LM_EVERSION, "%s: model format version %s, this build reads version %s", path, ver, LM_ST_FORMAT);
+        int rc = lm_err_set(err, LM_EVERSION, "%s: model format version %s, this build reads version %s",
+                            path, ver, LM_ST_FORMAT);
         lm_st_close(f);
         return rc;
     }
@@ -220,8 +229,14 @@ void lm_st_close(lm_st_file *f)
     free(f);
 }
 
-size_t lm_st_count(const lm_st_file *f) { return f->n; }
-const lm_st_tensor *lm_st_get(const lm_st_file *f, size_t i) { return i < f->n ? &f->t[i] : NULL; }
+size_t lm_st_count(const lm_st_file *f)
+{
+    return f->n;
+}
+const lm_st_tensor *lm_st_get(const lm_st_file *f, size_t i)
+{
+    return i < f->n ? &f->t[i] : NULL;
+}
 
 const lm_st_tensor *lm_st_find(const lm_st_file *f, const char *name)
 {

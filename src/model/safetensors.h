@@ -10,7 +10,15 @@
 
 #include "core/core.h"
 
-enum { LM_DT_F32 = 0, LM_DT_F64 = 1, LM_DT_I64 = 2, LM_DT_U8 = 3, LM_DT_F16 = 4, LM_DT_I8 = 5, LM_DT_U32 = 6 };
+enum {
+    LM_DT_F32 = 0,
+    LM_DT_F64 = 1,
+    LM_DT_I64 = 2,
+    LM_DT_U8 = 3,
+    LM_DT_F16 = 4,
+    LM_DT_I8 = 5,
+    LM_DT_U32 = 6
+};
 
 #define LM_ST_MAX_DIMS 4
 #define LM_ST_NAME_MAX 128
@@ -20,7 +28,7 @@ typedef struct lm_st_tensor {
     int dtype;
     uint32_t ndim;
     uint64_t shape[LM_ST_MAX_DIMS];
-    const void *data;  /* writer: the caller's bytes; reader: inside the file's map */
+    const void *data; /* writer: the caller's bytes; reader: inside the file's map */
     size_t nbytes;
 } lm_st_tensor;
 

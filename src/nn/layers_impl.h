@@ -43,8 +43,8 @@ static REAL sigmoid(REAL z)
  * linear
  * ========================================================================================== */
 
-void LM_NN_FN(lm_linear_forward)(REAL *y, const REAL *x, const REAL *w, const REAL *b,
-                                 size_t B, size_t I, size_t O)
+void LM_NN_FN(lm_linear_forward)(REAL *y, const REAL *x, const REAL *w, const REAL *b, size_t B, size_t I,
+                                 size_t O)
 {
     // y: (B, O)  x: (B, I)  w: (O, I)  b: (O) or NULL
     LM_ASSERT(y && x && w);
@@ -56,8 +56,8 @@ void LM_NN_FN(lm_linear_forward)(REAL *y, const REAL *x, const REAL *w, const RE
 }
 
 /* dw row o accumulates over the batch while it stays in cache (o outer, rows inner). */
-void LM_NN_FN(lm_linear_backward)(REAL *dx, REAL *dw, REAL *db, const REAL *dy, const REAL *x,
-                                  const REAL *w, size_t B, size_t I, size_t O)
+void LM_NN_FN(lm_linear_backward)(REAL *dx, REAL *dw, REAL *db, const REAL *dy, const REAL *x, const REAL *w,
+                                  size_t B, size_t I, size_t O)
 {
     // dx: (B, I)  dw: (O, I)  db: (O)  dy: (B, O)  x: (B, I)  w: (O, I)
     LM_ASSERT(dy);
@@ -85,9 +85,8 @@ void LM_NN_FN(lm_linear_backward)(REAL *dx, REAL *dw, REAL *db, const REAL *dy, 
     }
 }
 
-void LM_NN_FN(lm_linear_forward_tan)(REAL *y_tan, const REAL *x, const REAL *x_tan,
-                                     const REAL *w, const REAL *w_tan, const REAL *b_tan,
-                                     size_t B, size_t I, size_t O)
+void LM_NN_FN(lm_linear_forward_tan)(REAL *y_tan, const REAL *x, const REAL *x_tan, const REAL *w,
+                                     const REAL *w_tan, const REAL *b_tan, size_t B, size_t I, size_t O)
 {
     // y_tan: (B, O)  x, x_tan: (B, I)  w, w_tan: (O, I)  b_tan: (O)
     LM_ASSERT(y_tan);
@@ -105,9 +104,8 @@ void LM_NN_FN(lm_linear_forward_tan)(REAL *y_tan, const REAL *x, const REAL *x_t
 }
 
 void LM_NN_FN(lm_linear_backward_tan)(REAL *dx_tan, REAL *dw_tan, REAL *db_tan, const REAL *dy,
-                                      const REAL *dy_tan, const REAL *x, const REAL *x_tan,
-                                      const REAL *w, const REAL *w_tan, size_t B, size_t I,
-                                      size_t O)
+                                      const REAL *dy_tan, const REAL *x, const REAL *x_tan, const REAL *w,
+                                      const REAL *w_tan, size_t B, size_t I, size_t O)
 {
     // dx_tan: (B, I)  dw_tan: (O, I)  db_tan: (O)  dy, dy_tan: (B, O)  x, x_tan: (B, I)
     // w, w_tan: (O, I)
@@ -145,8 +143,8 @@ void LM_NN_FN(lm_linear_backward_tan)(REAL *dx_tan, REAL *dw_tan, REAL *db_tan, 
  * embedding
  * ========================================================================================== */
 
-void LM_NN_FN(lm_embedding_forward)(REAL *out, const uint32_t *ids, const REAL *table,
-                                    size_t B, size_t rows, size_t D)
+void LM_NN_FN(lm_embedding_forward)(REAL *out, const uint32_t *ids, const REAL *table, size_t B, size_t rows,
+                                    size_t D)
 {
     // out: (B, D)  ids: (B)  table: (rows, D)
     LM_ASSERT(out && ids && table);
@@ -156,8 +154,8 @@ void LM_NN_FN(lm_embedding_forward)(REAL *out, const uint32_t *ids, const REAL *
     }
 }
 
-void LM_NN_FN(lm_embedding_backward)(REAL *dtable, const REAL *dout, const uint32_t *ids,
-                                     size_t B, size_t rows, size_t D)
+void LM_NN_FN(lm_embedding_backward)(REAL *dtable, const REAL *dout, const uint32_t *ids, size_t B,
+                                     size_t rows, size_t D)
 {
     // dtable: (rows, D)  dout: (B, D)  ids: (B)
     LM_ASSERT(dtable && dout && ids);
@@ -167,14 +165,14 @@ void LM_NN_FN(lm_embedding_backward)(REAL *dtable, const REAL *dout, const uint3
     }
 }
 
-void LM_NN_FN(lm_embedding_forward_tan)(REAL *out_tan, const uint32_t *ids,
-                                        const REAL *table_tan, size_t B, size_t rows, size_t D)
+void LM_NN_FN(lm_embedding_forward_tan)(REAL *out_tan, const uint32_t *ids, const REAL *table_tan, size_t B,
+                                        size_t rows, size_t D)
 {
     LM_NN_FN(lm_embedding_forward)(out_tan, ids, table_tan, B, rows, D);
 }
 
-void LM_NN_FN(lm_embedding_backward_tan)(REAL *dtable_tan, const REAL *dout_tan,
-                                         const uint32_t *ids, size_t B, size_t rows, size_t D)
+void LM_NN_FN(lm_embedding_backward_tan)(REAL *dtable_tan, const REAL *dout_tan, const uint32_t *ids,
+                                         size_t B, size_t rows, size_t D)
 {
     LM_NN_FN(lm_embedding_backward)(dtable_tan, dout_tan, ids, B, rows, D);
 }
@@ -225,8 +223,10 @@ void LM_NN_FN(lm_dropout_mask)(REAL *mask, size_t N, REAL p, lm_rng *rng)
 void LM_NN_FN(lm_dropout_forward)(REAL *y, const REAL *x, const REAL *mask, size_t N)
 {
     // y, x, mask: (N)
-    if (mask) vmul(y, mask, x, N);
-    else if (y != x) memmove(y, x, N * sizeof(REAL));
+    if (mask)
+        vmul(y, mask, x, N);
+    else if (y != x)
+        memmove(y, x, N * sizeof(REAL));
 }
 
 void LM_NN_FN(lm_dropout_backward)(REAL *dx, const REAL *dy, const REAL *mask, size_t N)
@@ -239,8 +239,7 @@ void LM_NN_FN(lm_dropout_forward_tan)(REAL *y_tan, const REAL *x_tan, const REAL
     LM_NN_FN(lm_dropout_forward)(y_tan, x_tan, mask, N);
 }
 
-void LM_NN_FN(lm_dropout_backward_tan)(REAL *dx_tan, const REAL *dy_tan, const REAL *mask,
-                                       size_t N)
+void LM_NN_FN(lm_dropout_backward_tan)(REAL *dx_tan, const REAL *dy_tan, const REAL *mask, size_t N)
 {
     LM_NN_FN(lm_dropout_forward)(dx_tan, dy_tan, mask, N);
 }
@@ -272,16 +271,14 @@ void LM_NN_FN(lm_bce_backward)(REAL *dz, const REAL *z, const REAL *y, size_t B,
     for (size_t r = 0; r < B; r++) dz[r] = scale * (sigmoid(z[r]) - y[r]);
 }
 
-double LM_NN_FN(lm_bce_forward_tan)(const REAL *z, const REAL *z_tan, const REAL *y, size_t B,
-                                    REAL scale)
+double LM_NN_FN(lm_bce_forward_tan)(const REAL *z, const REAL *z_tan, const REAL *y, size_t B, REAL scale)
 {
     double sum = 0;
     for (size_t r = 0; r < B; r++) sum += (double)((sigmoid(z[r]) - y[r]) * z_tan[r]);
     return (double)scale * sum;
 }
 
-void LM_NN_FN(lm_bce_backward_tan)(REAL *dz_tan, const REAL *z, const REAL *z_tan, size_t B,
-                                   REAL scale)
+void LM_NN_FN(lm_bce_backward_tan)(REAL *dz_tan, const REAL *z, const REAL *z_tan, size_t B, REAL scale)
 {
     for (size_t r = 0; r < B; r++) {
         REAL s = sigmoid(z[r]);
@@ -305,16 +302,14 @@ void LM_NN_FN(lm_mse_backward)(REAL *dz, const REAL *z, const REAL *y, size_t B,
     for (size_t r = 0; r < B; r++) dz[r] = 2 * scale * (z[r] - y[r]);
 }
 
-double LM_NN_FN(lm_mse_forward_tan)(const REAL *z, const REAL *z_tan, const REAL *y, size_t B,
-                                    REAL scale)
+double LM_NN_FN(lm_mse_forward_tan)(const REAL *z, const REAL *z_tan, const REAL *y, size_t B, REAL scale)
 {
     double sum = 0;
     for (size_t r = 0; r < B; r++) sum += (double)((z[r] - y[r]) * z_tan[r]);
     return 2.0 * (double)scale * sum;
 }
 
-void LM_NN_FN(lm_mse_backward_tan)(REAL *dz_tan, const REAL *z, const REAL *z_tan, size_t B,
-                                   REAL scale)
+void LM_NN_FN(lm_mse_backward_tan)(REAL *dz_tan, const REAL *z, const REAL *z_tan, size_t B, REAL scale)
 {
     for (size_t r = 0; r < B; r++) dz_tan[r] = 2 * scale * z_tan[r];
 }
@@ -323,16 +318,14 @@ void LM_NN_FN(lm_mse_backward_tan)(REAL *dz_tan, const REAL *z, const REAL *z_ta
  * column blocks
  * ========================================================================================== */
 
-void LM_NN_FN(lm_cols_copy)(REAL *dst, size_t ld_dst, const REAL *src, size_t ld_src, size_t B,
-                            size_t W)
+void LM_NN_FN(lm_cols_copy)(REAL *dst, size_t ld_dst, const REAL *src, size_t ld_src, size_t B, size_t W)
 {
     // dst: (B, ld_dst)  src: (B, ld_src); W <= both leading dimensions
     LM_ASSERT(W <= ld_dst && W <= ld_src);
     for (size_t r = 0; r < B; r++) memcpy(dst + r * ld_dst, src + r * ld_src, W * sizeof(REAL));
 }
 
-void LM_NN_FN(lm_cols_add)(REAL *dst, size_t ld_dst, const REAL *src, size_t ld_src, size_t B,
-                           size_t W)
+void LM_NN_FN(lm_cols_add)(REAL *dst, size_t ld_dst, const REAL *src, size_t ld_src, size_t B, size_t W)
 {
     LM_ASSERT(W <= ld_dst && W <= ld_src);
     for (size_t r = 0; r < B; r++) vaxpy(dst + r * ld_dst, 1, src + r * ld_src, W);

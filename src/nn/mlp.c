@@ -22,8 +22,7 @@ int lm_mlp_init(lm_mlp *m, const size_t *sizes, size_t nsizes, double dropout, l
     if (!sizes || nsizes < 2)
         return lm_err_set(err, LM_EINVAL, "mlp: needs at least an input and an output width");
     if (nsizes - 1 > LM_MLP_MAX_LAYERS)
-        return lm_err_set(err, LM_EINVAL, "mlp: %zu layers, at most %d", nsizes - 1,
-                          LM_MLP_MAX_LAYERS);
+        return lm_err_set(err, LM_EINVAL, "mlp: %zu layers, at most %d", nsizes - 1, LM_MLP_MAX_LAYERS);
     for (size_t i = 0; i < nsizes; i++)
         if (sizes[i] == 0) return lm_err_set(err, LM_EINVAL, "mlp: width %zu is 0", i);
     if (!(dropout >= 0.0 && dropout < 1.0))

@@ -60,18 +60,18 @@ enum {
  *
  * Plain data with no allocation: there is no lm_mlp_free. */
 typedef struct lm_mlp {
-    size_t nlayers;                      /* L, linear layers, 1 <= L <= LM_MLP_MAX_LAYERS */
-    size_t sizes[LM_MLP_MAX_LAYERS + 1]; /* widths, sizes[0] in .. sizes[L] out, all >= 1 */
-    size_t w_off[LM_MLP_MAX_LAYERS];     /* offset of W_l in the parameter buffer */
-    size_t b_off[LM_MLP_MAX_LAYERS];     /* offset of b_l */
-    size_t nparams;                      /* REALs in the parameter buffer */
-    double dropout;                      /* p in [0, 1); 0 = no dropout, no masks cached */
-    size_t act_row_off[LM_MLP_MAX_LAYERS];  /* per-row offsets in the forward cache */
+    size_t nlayers;                        /* L, linear layers, 1 <= L <= LM_MLP_MAX_LAYERS */
+    size_t sizes[LM_MLP_MAX_LAYERS + 1];   /* widths, sizes[0] in .. sizes[L] out, all >= 1 */
+    size_t w_off[LM_MLP_MAX_LAYERS];       /* offset of W_l in the parameter buffer */
+    size_t b_off[LM_MLP_MAX_LAYERS];       /* offset of b_l */
+    size_t nparams;                        /* REALs in the parameter buffer */
+    double dropout;                        /* p in [0, 1); 0 = no dropout, no masks cached */
+    size_t act_row_off[LM_MLP_MAX_LAYERS]; /* per-row offsets in the forward cache */
     size_t mask_row_off[LM_MLP_MAX_LAYERS];
-    size_t cache_row;                    /* REALs of forward cache per batch row */
-    size_t tan_row_off[LM_MLP_MAX_LAYERS];  /* per-row offsets in the tangent cache */
-    size_t tan_cache_row;                /* REALs of tangent cache per batch row */
-    size_t max_hidden;                   /* widest hidden layer, 0 when L == 1 */
+    size_t cache_row;                      /* REALs of forward cache per batch row */
+    size_t tan_row_off[LM_MLP_MAX_LAYERS]; /* per-row offsets in the tangent cache */
+    size_t tan_cache_row;                  /* REALs of tangent cache per batch row */
+    size_t max_hidden;                     /* widest hidden layer, 0 when L == 1 */
 } lm_mlp;
 
 /* Describe an MLP with `nsizes` widths [in, h1, ..., out] (nsizes >= 2). LM_EINVAL with a

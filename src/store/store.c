@@ -122,23 +122,23 @@ static int parse_options(const char *q, lm_store_addr *u, lm_err *err)
         if (u->kind == LM_STORE_KIND_LMDB && KEY_IS("mapsize")) {
             if (parse_size(v, vn, &u->mapsize) != 0 || u->mapsize < 65536)
                 return lm_err_set(err, LM_EINVAL,
-                                  "%s: mapsize '%.*s' is not a size of at least 64K (e.g. 64M, 1G)",
-                                  D, (int)vn, v);
+                                  "%s: mapsize '%.*s' is not a size of at least 64K (e.g. 64M, 1G)", D,
+                                  (int)vn, v);
         } else if (u->kind == LM_STORE_KIND_REDIS && KEY_IS("prefix")) {
             if (!valid_prefix(v, vn))
-                return lm_err_set(err, LM_EINVAL,
-                                  "%s: prefix '%.*s' is not 1 to 64 of [A-Za-z0-9._:-]", D, (int)vn, v);
+                return lm_err_set(err, LM_EINVAL, "%s: prefix '%.*s' is not 1 to 64 of [A-Za-z0-9._:-]", D,
+                                  (int)vn, v);
             free(u->prefix);
             if (!(u->prefix = lm_strndup(v, vn))) return lm_err_set(err, LM_ENOMEM, "out of memory");
         } else if (u->kind == LM_STORE_KIND_REDIS && KEY_IS("timeout_ms")) {
             if (parse_int(v, vn, 1, 3600000, &iv) != 0)
-                return lm_err_set(err, LM_EINVAL, "%s: timeout_ms '%.*s' is not a number in 1..3600000",
-                                  D, (int)vn, v);
+                return lm_err_set(err, LM_EINVAL, "%s: timeout_ms '%.*s' is not a number in 1..3600000", D,
+                                  (int)vn, v);
             u->timeout_ms = (int)iv;
         } else if (u->kind == LM_STORE_KIND_REDIS && KEY_IS("lease_ms")) {
             if (parse_int(v, vn, 100, 86400000, &iv) != 0)
-                return lm_err_set(err, LM_EINVAL, "%s: lease_ms '%.*s' is not a number in 100..86400000",
-                                  D, (int)vn, v);
+                return lm_err_set(err, LM_EINVAL, "%s: lease_ms '%.*s' is not a number in 100..86400000", D,
+                                  (int)vn, v);
             u->lease_ms = (int)iv;
         } else {
             return lm_err_set(err, LM_EINVAL, "%s: unknown option '%.*s' (%s)", D, (int)kn, q,
@@ -176,19 +176,22 @@ static int parse_redis(const char *rest, size_t rn, lm_store_addr *u, lm_err *er
     size_t hn, pn = 0;
     if (an > 0 && auth[0] == '[') {
         const char *close = memchr(auth, ']', an);
-        if (!close) return lm_err_set(err, LM_EINVAL, "%s: host '%.*s' lacks its closing ']'", D, (int)an, auth);
+        if (!close)
+            return lm_err_set(err, LM_EINVAL, "%s: host '%.*s' lacks its closing ']'", D, (int)an, auth);
         host = auth + 1;
         hn = (size_t)(close - host);
         size_t after = an - (size_t)(close + 1 - auth);
         if (after > 0) {
             if (close[1] != ':')
-                return lm_err_set(err, LM_EINVAL, "%s: unexpected '%.*s' after the host", D, (int)after, close + 1);
+                return lm_err_set(err, LM_EINVAL, "%s: unexpected '%.*s' after the host", D, (int)after,
+                                  close + 1);
             port = close + 2;
             pn = after - 1;
         }
         for (size_t i = 0; i < hn; i++)
             if (!isxdigit((unsigned char)host[i]) && host[i] != ':' && host[i] != '.')
-                return lm_err_set(err, LM_EINVAL, "%s: host '[%.*s]' is not an IPv6 address", D, (int)hn, host);
+                return lm_err_set(err, LM_EINVAL, "%s: host '[%.*s]' is not an IPv6 address", D, (int)hn,
+                                  host);
     } else {
         const char *colon = memchr(auth, ':', an);
         hn = colon ? (size_t)(colon - auth) : an;
@@ -205,7 +208,8 @@ static int parse_redis(const char *rest, size_t rn, lm_store_addr *u, lm_err *er
     u->port = 6379;
     if (port) {
         if (parse_int(port, pn, 1, 65535, &v) != 0)
-            return lm_err_set(err, LM_EINVAL, "%s: port '%.*s' is not a number in 1..65535", D, (int)pn, port);
+            return lm_err_set(err, LM_EINVAL, "%s: port '%.*s' is not a number in 1..65535", D, (int)pn,
+                              port);
         u->port = (int)v;
     }
     u->db = 0;
@@ -213,7 +217,8 @@ static int parse_redis(const char *rest, size_t rn, lm_store_addr *u, lm_err *er
         size_t dn = rn - (size_t)(slash + 1 - rest);
         if (dn > 0) {
             if (parse_int(slash + 1, dn, 0, 2147483647, &v) != 0)
-                return lm_err_set(err, LM_EINVAL, "%s: database '%.*s' is not a number", D, (int)dn, slash + 1);
+                return lm_err_set(err, LM_EINVAL, "%s: database '%.*s' is not a number", D, (int)dn,
+                                  slash + 1);
             u->db = (int)v;
         }
     }
@@ -225,14 +230,15 @@ int lm_store_url_parse(const char *url, lm_store_addr *u, lm_err *err)
     memset(u, 0, sizeof *u);
     if (!url || !*url) return lm_err_set(err, LM_EINVAL, "the store URL is empty (%s)", USAGE);
     const char *sep = strstr(url, "://");
-    if (!sep)
-        return lm_err_set(err, LM_EINVAL, "%s: not a store URL: no scheme (%s)", url, USAGE);
+    if (!sep) return lm_err_set(err, LM_EINVAL, "%s: not a store URL: no scheme (%s)", url, USAGE);
     size_t sn = (size_t)(sep - url);
     const char *rest = sep + 3;
     if (!(u->display = display_url(url, rest, sn))) return lm_err_set(err, LM_ENOMEM, "out of memory");
     const char *D = u->display;
-    if (sn == 4 && !strncasecmp(url, "lmdb", 4)) u->kind = LM_STORE_KIND_LMDB;
-    else if (sn == 5 && !strncasecmp(url, "redis", 5)) u->kind = LM_STORE_KIND_REDIS;
+    if (sn == 4 && !strncasecmp(url, "lmdb", 4))
+        u->kind = LM_STORE_KIND_LMDB;
+    else if (sn == 5 && !strncasecmp(url, "redis", 5))
+        u->kind = LM_STORE_KIND_REDIS;
     else {
         int rc = lm_err_set(err, LM_EINVAL, "%s: unknown scheme '%.*s' (%s)", D, (int)sn, url, USAGE);
         lm_store_url_free(u);
@@ -244,11 +250,15 @@ int lm_store_url_parse(const char *url, lm_store_addr *u, lm_err *err)
     u->lease_ms = 300000;
     int rc = LM_OK;
     if (u->kind == LM_STORE_KIND_LMDB) {
-        if (rn == 0) rc = lm_err_set(err, LM_EINVAL, "%s: the path is empty (expected lmdb://PATH)", D);
-        else if (!(u->path = lm_strndup(rest, rn))) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+        if (rn == 0)
+            rc = lm_err_set(err, LM_EINVAL, "%s: the path is empty (expected lmdb://PATH)", D);
+        else if (!(u->path = lm_strndup(rest, rn)))
+            rc = lm_err_set(err, LM_ENOMEM, "out of memory");
     } else {
-        if (!(u->prefix = lm_strdup("lm"))) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
-        else rc = parse_redis(rest, rn, u, err);
+        if (!(u->prefix = lm_strdup("lm")))
+            rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+        else
+            rc = parse_redis(rest, rn, u, err);
     }
     if (rc == LM_OK && q) rc = parse_options(q + 1, u, err);
     if (rc != LM_OK) lm_store_url_free(u);
@@ -260,7 +270,8 @@ int lm_store_check_version_name(const char *url, const char *version, lm_err *er
     size_t n = version ? strlen(version) : 0;
     int ok = n >= 1 && n <= LM_STORE_VERSION_MAX;
     for (size_t i = 0; ok && i < n; i++)
-        ok = isalnum((unsigned char)version[i]) || version[i] == '.' || version[i] == '_' || version[i] == '-';
+        ok =
+            isalnum((unsigned char)version[i]) || version[i] == '.' || version[i] == '_' || version[i] == '-';
     if (ok) return LM_OK;
     return lm_err_set(err, LM_EINVAL, "%s: version '%.80s' is not 1 to %d of [A-Za-z0-9._-]", url,
                       version ? version : "", LM_STORE_VERSION_MAX);
@@ -282,9 +293,11 @@ const char *lm_store_enc_name(int enc)
 
 int lm_store_enc_parse(const char *name, int *enc, lm_err *err)
 {
-    static const struct { const char *s; int e; } names[] = {
-        {"f32", LM_STORE_ENC_F32}, {"float32", LM_STORE_ENC_F32}, {"f16", LM_STORE_ENC_F16},
-        {"float16", LM_STORE_ENC_F16}, {"int8", LM_STORE_ENC_I8}, {"i8", LM_STORE_ENC_I8}};
+    static const struct {
+        const char *s;
+        int e;
+    } names[] = {{"f32", LM_STORE_ENC_F32},     {"float32", LM_STORE_ENC_F32}, {"f16", LM_STORE_ENC_F16},
+                 {"float16", LM_STORE_ENC_F16}, {"int8", LM_STORE_ENC_I8},     {"i8", LM_STORE_ENC_I8}};
     for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(name, names[i].s)) {
             *enc = names[i].e;
@@ -310,14 +323,14 @@ uint16_t lm_f32_to_f16(float f)
     memcpy(&x, &f, 4);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     uint32_t ax = x & 0x7fffffff;
-    if (ax > 0x7f800000) return sign | 0x7e00;             /* NaN (quiet) */
-    if (ax >= 0x477ff000) return sign | 0x7c00;            /* >= 65520 rounds to infinity */
-    if (ax >= 0x38800000) {                                /* normal half: rebias, round */
+    if (ax > 0x7f800000) return sign | 0x7e00;  /* NaN (quiet) */
+    if (ax >= 0x477ff000) return sign | 0x7c00; /* >= 65520 rounds to infinity */
+    if (ax >= 0x38800000) {                     /* normal half: rebias, round */
         uint32_t h = (ax - 0x38000000) >> 13, rem = ax & 0x1fff;
         if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* a carry bumps the exponent */
         return (uint16_t)(sign | h);
     }
-    if (ax < 0x33000000) return sign;                      /* <= 2^-25 rounds to zero */
+    if (ax < 0x33000000) return sign; /* <= 2^-25 rounds to zero */
     /* subnormal half: the value in units of 2^-24 is mant >> (126 - e), rounded */
     uint32_t e = ax >> 23, mant = (ax & 0x7fffff) | 0x800000, shift = 126 - e;
     uint32_t m = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
@@ -329,8 +342,9 @@ float lm_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, x;
     if (e == 0) {
-        if (m == 0) x = sign;
-        else {                                             /* subnormal: normalize */
+        if (m == 0)
+            x = sign;
+        else { /* subnormal: normalize */
             e = 113;
             while (!(m & 0x400)) {
                 m <<= 1;
@@ -338,8 +352,10 @@ float lm_f16_to_f32(uint16_t h)
             }
             x = sign | (e << 23) | ((m & 0x3ff) << 13);
         }
-    } else if (e == 31) x = sign | 0x7f800000 | (m << 13);
-    else x = sign | ((e + 112) << 23) | (m << 13);
+    } else if (e == 31)
+        x = sign | 0x7f800000 | (m << 13);
+    else
+        x = sign | ((e + 112) << 23) | (m << 13);
     float f;
     memcpy(&f, &x, 4);
     return f;
@@ -357,9 +373,7 @@ int lm_store_encode(int enc, uint32_t dim, const float *x, uint8_t *out, size_t 
         if (a > maxabs) maxabs = a;
     }
     switch (enc) {
-    case LM_STORE_ENC_F32:
-        memcpy(out, x, 4 * (size_t)dim);
-        return 0;
+    case LM_STORE_ENC_F32: memcpy(out, x, 4 * (size_t)dim); return 0;
     case LM_STORE_ENC_F16:
         for (uint32_t i = 0; i < dim; i++) {
             if (fabsf(x[i]) >= 65520.0f) {
@@ -418,11 +432,15 @@ const char *lm_store_key_str(const char *key, size_t len, char *buf, size_t n)
     size_t o = 0;
     for (size_t i = 0; i < len && o + 5 < n; i++) {
         unsigned char c = (unsigned char)key[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\') buf[o++] = (char)c;
-        else o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            buf[o++] = (char)c;
+        else
+            o += (size_t)snprintf(buf + o, n - o, "\\x%02x", c);
     }
-    if (o + 5 >= n && n > 4) memcpy(buf + n - 4, "...", 4);
-    else buf[o] = 0;
+    if (o + 5 >= n && n > 4)
+        memcpy(buf + n - 4, "...", 4);
+    else
+        buf[o] = 0;
     return buf;
 }
 
@@ -464,7 +482,10 @@ void lm_store_close(lm_store *s)
     free(s);
 }
 
-const char *lm_store_url(const lm_store *s) { return s->url.display; }
+const char *lm_store_url(const lm_store *s)
+{
+    return s->url.display;
+}
 
 /* ============================================================================================
  * Writing
@@ -506,16 +527,16 @@ static int drop_dead_incomplete(lm_store *s, const char *except, lm_err *err)
     return rc;
 }
 
-int lm_store_begin_version(lm_store *s, const char *version, uint32_t dim, int encoding,
-                           const char *model_id, lm_store_writer **out, lm_err *err)
+int lm_store_begin_version(lm_store *s, const char *version, uint32_t dim, int encoding, const char *model_id,
+                           lm_store_writer **out, lm_err *err)
 {
     *out = NULL;
     const char *D = s->url.display;
     if (s->flags & LM_STORE_READONLY)
         return lm_err_set(err, LM_EINVAL, "%s: the store was opened read-only", D);
     if (s->writer)
-        return lm_err_set(err, LM_EINVAL, "%s: version '%s' is being written through this handle",
-                          D, s->writer->rec.name);
+        return lm_err_set(err, LM_EINVAL, "%s: version '%s' is being written through this handle", D,
+                          s->writer->rec.name);
     int rc = lm_store_check_version_name(D, version, err);
     if (rc != LM_OK) return rc;
     if (dim < 1 || dim > DIM_MAX)
@@ -577,18 +598,18 @@ int lm_store_put_batch(lm_store_writer *w, const char *const *keys, const size_t
     char kb[128];
     for (size_t i = 0; i < n; i++) {
         if (key_lens[i] < 1 || key_lens[i] > LM_STORE_KEY_MAX) {
-            lm_err_set(&e, LM_EINVAL, "%s: version '%s': task key '%s' has %zu bytes (1..%d allowed)",
-                       D, w->rec.name, lm_store_key_str(keys[i], key_lens[i], kb, sizeof kb),
-                       key_lens[i], LM_STORE_KEY_MAX);
+            lm_err_set(&e, LM_EINVAL, "%s: version '%s': task key '%s' has %zu bytes (1..%d allowed)", D,
+                       w->rec.name, lm_store_key_str(keys[i], key_lens[i], kb, sizeof kb), key_lens[i],
+                       LM_STORE_KEY_MAX);
             return writer_fail(w, &e, err);
         }
         size_t bad = 0;
-        int r = lm_store_encode(w->rec.encoding, w->rec.dim, vectors + i * w->rec.dim,
-                                w->buf + i * w->vsize, &bad);
+        int r = lm_store_encode(w->rec.encoding, w->rec.dim, vectors + i * w->rec.dim, w->buf + i * w->vsize,
+                                &bad);
         if (r) {
             float x = vectors[i * w->rec.dim + bad];
-            lm_err_set(&e, LM_EINVAL, "%s: version '%s': task '%s': element %zu is %s", D,
-                       w->rec.name, lm_store_key_str(keys[i], key_lens[i], kb, sizeof kb), bad,
+            lm_err_set(&e, LM_EINVAL, "%s: version '%s': task '%s': element %zu is %s", D, w->rec.name,
+                       lm_store_key_str(keys[i], key_lens[i], kb, sizeof kb), bad,
                        r == 1 ? (isnan(x) ? "NaN" : "infinite") : "past the float16 range (|x| >= 65520)");
             return writer_fail(w, &e, err);
         }
@@ -645,8 +666,8 @@ static int get_begin(void *ctx, const lm_store_version *v, lm_err *err)
         return lm_err_set(err, LM_EMISMATCH, "%s: version '%s' holds E=%u vectors, the model expects E=%zu",
                           g->s->url.display, v->name, v->dim, g->dim);
     if (!lm_store_enc_name(v->encoding))
-        return lm_err_set(err, LM_EFORMAT, "%s: version '%s' has an unknown encoding %d",
-                          g->s->url.display, v->name, v->encoding);
+        return lm_err_set(err, LM_EFORMAT, "%s: version '%s' has an unknown encoding %d", g->s->url.display,
+                          v->name, v->encoding);
     return LM_OK;
 }
 
@@ -673,9 +694,8 @@ static int get_value(void *ctx, size_t i, const void *val, size_t len, lm_err *e
     return LM_OK;
 }
 
-int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys,
-                       const size_t *key_lens, size_t n, float *out, size_t dim,
-                       uint8_t *found, lm_store_version *read, lm_err *err)
+int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys, const size_t *key_lens,
+                       size_t n, float *out, size_t dim, uint8_t *found, lm_store_version *read, lm_err *err)
 {
     if (version) {
         int rc = lm_store_check_version_name(s->url.display, version, err);
@@ -699,14 +719,13 @@ int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys
     return rc;
 }
 
-int lm_store_get(lm_store *s, const char *key, size_t len, float *out, size_t dim, int *found,
-                 lm_err *err)
+int lm_store_get(lm_store *s, const char *key, size_t len, float *out, size_t dim, int *found, lm_err *err)
 {
     return lm_store_get_version(s, NULL, key, len, out, dim, found, err);
 }
 
-int lm_store_get_version(lm_store *s, const char *version, const char *key, size_t len,
-                         float *out, size_t dim, int *found, lm_err *err)
+int lm_store_get_version(lm_store *s, const char *version, const char *key, size_t len, float *out,
+                         size_t dim, int *found, lm_err *err)
 {
     uint8_t f = 0;
     int rc = lm_store_get_batch(s, version, &key, &len, 1, out, dim, &f, NULL, err);
@@ -787,18 +806,20 @@ static int verify_one(void *ctx, const char *key, size_t klen, const void *val, 
     rep->keys++;
     if (klen < 1 || klen > LM_STORE_KEY_MAX) {
         rep->bad_key++;
-        problem(rep, "task key '%s' has %zu bytes (1..%d allowed)", lm_store_key_str(key, klen, kb, sizeof kb),
-                klen, LM_STORE_KEY_MAX);
+        problem(rep, "task key '%s' has %zu bytes (1..%d allowed)",
+                lm_store_key_str(key, klen, kb, sizeof kb), klen, LM_STORE_KEY_MAX);
     }
     if (!c->tmp) return 0; /* the record is unusable: count keys only */
     int r = lm_store_decode(c->v->encoding, c->v->dim, val, len, c->tmp);
     if (r == -1) {
         rep->bad_size++;
-        problem(rep, "task '%s': value of %zu bytes, expected %zu", lm_store_key_str(key, klen, kb, sizeof kb),
-                len, lm_store_value_size(c->v->encoding, c->v->dim));
+        problem(rep, "task '%s': value of %zu bytes, expected %zu",
+                lm_store_key_str(key, klen, kb, sizeof kb), len,
+                lm_store_value_size(c->v->encoding, c->v->dim));
     } else if (r == -2) {
         rep->bad_value++;
-        problem(rep, "task '%s': value decodes to non-finite numbers", lm_store_key_str(key, klen, kb, sizeof kb));
+        problem(rep, "task '%s': value decodes to non-finite numbers",
+                lm_store_key_str(key, klen, kb, sizeof kb));
     }
     return 0;
 }
@@ -828,7 +849,8 @@ int lm_store_verify(lm_store *s, const char *version, lm_store_verify_report *re
     }
     rep->version = *v;
     int rec_ok = v->dim >= 1 && v->dim <= DIM_MAX && lm_store_enc_name(v->encoding);
-    if (!rec_ok) problem(rep, "the record of '%s' is invalid (E=%u, encoding %d)", v->name, v->dim, v->encoding);
+    if (!rec_ok)
+        problem(rep, "the record of '%s' is invalid (E=%u, encoding %d)", v->name, v->dim, v->encoding);
     verify_ctx c = {.rep = rep, .v = v};
     if (rec_ok && !(c.tmp = lm_malloc_array(v->dim, sizeof(float)))) {
         free(all);
@@ -852,8 +874,9 @@ int lm_store_verify(lm_store *s, const char *version, lm_store_verify_report *re
         problem(rep, "the current version '%s' is marked incomplete", rec.name);
     }
     if (!rep->first_problem[0]) return LM_OK;
-    return lm_err_set(err, LM_EFORMAT, "%s: version '%s': %s (%llu keys, %llu of the wrong size, %llu non-finite)",
-                      D, rep->version.name, rep->first_problem, (unsigned long long)rep->keys,
+    return lm_err_set(err, LM_EFORMAT,
+                      "%s: version '%s': %s (%llu keys, %llu of the wrong size, %llu non-finite)", D,
+                      rep->version.name, rep->first_problem, (unsigned long long)rep->keys,
                       (unsigned long long)rep->bad_size, (unsigned long long)rep->bad_value);
 }
 
@@ -861,10 +884,13 @@ int lm_store_verify(lm_store *s, const char *version, lm_store_verify_report *re
  * Test hooks
  * ========================================================================================== */
 
-void lm_store_test_fail_put(lm_store *s, uint64_t nth) { s->fail_put_at = nth; }
+void lm_store_test_fail_put(lm_store *s, uint64_t nth)
+{
+    s->fail_put_at = nth;
+}
 
-int lm_store_test_raw_put(lm_store *s, const char *version, const char *key, size_t klen,
-                          const void *val, size_t len, lm_err *err)
+int lm_store_test_raw_put(lm_store *s, const char *version, const char *key, size_t klen, const void *val,
+                          size_t len, lm_err *err)
 {
     return s->ops->raw_put(s, version, key, klen, val, len, err);
 }

@@ -14,19 +14,19 @@ enum { LM_STORE_KIND_LMDB = 1, LM_STORE_KIND_REDIS = 2 };
 /* A parsed store URL; strings are malloc'd (lm_store_url_free). */
 typedef struct lm_store_addr {
     int kind;
-    char *display;   /* the URL as given, a password replaced by "***": prefixes messages */
+    char *display; /* the URL as given, a password replaced by "***": prefixes messages */
     /* lmdb */
     char *path;
-    size_t mapsize;  /* 0: the default */
+    size_t mapsize; /* 0: the default */
     /* redis */
     char *host;
     int port;
     int db;
-    char *user;      /* NULL: none */
-    char *password;  /* NULL: none */
-    char *prefix;    /* key prefix, default "lm" */
+    char *user;     /* NULL: none */
+    char *password; /* NULL: none */
+    char *prefix;   /* key prefix, default "lm" */
     int timeout_ms;
-    int lease_ms;    /* how long a silent writer keeps its half-written version */
+    int lease_ms; /* how long a silent writer keeps its half-written version */
 } lm_store_addr;
 
 int lm_store_url_parse(const char *url, lm_store_addr *u, lm_err *err);
@@ -43,8 +43,7 @@ typedef struct lm_store_sink {
 } lm_store_sink;
 
 /* A version scan's output: every (key, value); non-zero stops the scan. */
-typedef int (*lm_store_scan_fn)(void *ctx, const char *key, size_t klen, const void *val,
-                                size_t len);
+typedef int (*lm_store_scan_fn)(void *ctx, const char *key, size_t klen, const void *val, size_t len);
 
 /* What happened when dropping a version. */
 enum { LM_DROP_DONE = 0, LM_DROP_CURRENT = 1, LM_DROP_LIVE = 2, LM_DROP_GONE = 3 };
@@ -57,8 +56,8 @@ typedef struct lm_store_ops {
      * name; LM_EEXIST for a complete one or a live writer's. Fills w->rec.seq, w->impl. */
     int (*begin)(lm_store_writer *w, lm_err *err);
     /* Store n encoded values of w->vsize bytes in one transaction; keys are checked. */
-    int (*put)(lm_store_writer *w, const char *const *keys, const size_t *lens,
-               const uint8_t *vals, size_t n, lm_err *err);
+    int (*put)(lm_store_writer *w, const char *const *keys, const size_t *lens, const uint8_t *vals, size_t n,
+               lm_err *err);
     /* Make w's version durable, complete and current, atomically. */
     int (*publish)(lm_store_writer *w, lm_err *err);
     /* Remove w's version (best effort) and free w->impl. */
@@ -66,18 +65,18 @@ typedef struct lm_store_ops {
     /* Every version record, oldest (lowest seq) first; *out malloc'd. */
     int (*list)(lm_store *s, lm_store_version **out, size_t *n, lm_err *err);
     /* Read keys from one consistent version: `version` (complete) or the current one. */
-    int (*read)(lm_store *s, const char *version, const char *const *keys, const size_t *lens,
-                size_t n, const lm_store_sink *sink, lm_err *err);
+    int (*read)(lm_store *s, const char *version, const char *const *keys, const size_t *lens, size_t n,
+                const lm_store_sink *sink, lm_err *err);
     /* Walk every key of `version` (complete or not); rec gets its record; *nkeys the keys
      * walked. The version is read as it stands (LMDB: one snapshot). */
-    int (*scan)(lm_store *s, const char *version, lm_store_version *rec, lm_store_scan_fn fn,
-                void *ctx, uint64_t *nkeys, lm_err *err);
+    int (*scan)(lm_store *s, const char *version, lm_store_version *rec, lm_store_scan_fn fn, void *ctx,
+                uint64_t *nkeys, lm_err *err);
     /* Remove a version atomically, unless it is current (LM_DROP_CURRENT) or, when
      * incomplete, its writer is alive (LM_DROP_LIVE). */
     int (*drop)(lm_store *s, const char *version, int *what, lm_err *err);
     /* Test hook: write raw bytes as a version's value (damage on purpose). */
-    int (*raw_put)(lm_store *s, const char *version, const char *key, size_t klen,
-                   const void *val, size_t len, lm_err *err);
+    int (*raw_put)(lm_store *s, const char *version, const char *key, size_t klen, const void *val,
+                   size_t len, lm_err *err);
 } lm_store_ops;
 
 extern const lm_store_ops lm_store_lmdb_ops;
@@ -94,17 +93,17 @@ struct lm_store {
 
 struct lm_store_writer {
     lm_store *s;
-    lm_store_version rec;    /* name, model_id, dim, encoding, seq, created */
-    size_t vsize;            /* bytes per stored value */
-    uint64_t count;          /* keys written so far */
-    int failed;              /* sticky: the first failure's code */
+    lm_store_version rec; /* name, model_id, dim, encoding, seq, created */
+    size_t vsize;         /* bytes per stored value */
+    uint64_t count;       /* keys written so far */
+    int failed;           /* sticky: the first failure's code */
     lm_err sticky;
-    uint8_t *buf;            /* encoded batch: (n, vsize) */
+    uint8_t *buf; /* encoded batch: (n, vsize) */
     size_t buf_cap;
-    char *last_key;          /* the largest key written, for append detection */
+    char *last_key; /* the largest key written, for append detection */
     size_t last_len;
-    uint64_t unsorted;       /* keys that came out of order */
-    void *impl;              /* the backend's state: one plain allocation, freed with free() */
+    uint64_t unsorted; /* keys that came out of order */
+    void *impl;        /* the backend's state: one plain allocation, freed with free() */
 };
 
 /* ---- the value codec ----------------------------------------------------------------------- */
@@ -159,7 +158,7 @@ static inline uint64_t lm_get_u64(const uint8_t *p)
 /* The `nth` put_batch from now fails with LM_EIO before writing anything (0: never). */
 void lm_store_test_fail_put(lm_store *s, uint64_t nth);
 /* Overwrite (or add) one stored value with raw bytes, bypassing the codec. */
-int lm_store_test_raw_put(lm_store *s, const char *version, const char *key, size_t klen,
-                          const void *val, size_t len, lm_err *err);
+int lm_store_test_raw_put(lm_store *s, const char *version, const char *key, size_t klen, const void *val,
+                          size_t len, lm_err *err);
 
 #endif

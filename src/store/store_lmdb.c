@@ -41,7 +41,7 @@ typedef struct dbi_entry {
 typedef struct lmdb_state {
     MDB_env *env;
     MDB_dbi meta;
-    MDB_txn *rtxn;        /* a reset read transaction, renewed for each read */
+    MDB_txn *rtxn; /* a reset read transaction, renewed for each read */
     size_t mapsize;
     dev_t dev;
     ino_t ino;
@@ -73,11 +73,14 @@ static int reg_add(dev_t dev, ino_t ino)
     pthread_mutex_lock(&reg_lock);
     size_t free_slot = nreg;
     for (size_t i = 0; i < nreg; i++) {
-        if (reg[i].pid != me) free_slot = i; /* inherited through fork: stale */
-        else if (reg[i].dev == dev && reg[i].ino == ino) rc = -1;
+        if (reg[i].pid != me)
+            free_slot = i; /* inherited through fork: stale */
+        else if (reg[i].dev == dev && reg[i].ino == ino)
+            rc = -1;
     }
     if (rc == 0) {
-        if (free_slot == nreg && nreg == sizeof reg / sizeof reg[0]) rc = -2;
+        if (free_slot == nreg && nreg == sizeof reg / sizeof reg[0])
+            rc = -2;
         else {
             if (free_slot == nreg) nreg++;
             reg[free_slot].dev = dev;
@@ -114,8 +117,10 @@ static int mdb_fail(lm_store *s, int rc, const char *doing, lm_err *err)
     if (rc == EIO && statvfs(s->url.path, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (64u << 10))
         rc = ENOSPC;
     if (rc == ENOSPC || rc == EDQUOT)
-        return lm_err_set(err, LM_EIO, "%s: no space left on the device while %s (%s); the current "
-                          "version is untouched", D, doing, strerror(rc));
+        return lm_err_set(err, LM_EIO,
+                          "%s: no space left on the device while %s (%s); the current "
+                          "version is untouched",
+                          D, doing, strerror(rc));
     if (rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND)
         return lm_err_set(err, LM_EFORMAT, "%s: %s: %s", D, doing, mdb_strerror(rc));
     if (rc == MDB_VERSION_MISMATCH)
@@ -149,8 +154,8 @@ static int rec_get(const char *name, size_t nlen, const MDB_val *d, lm_store_ver
 {
     const uint8_t *b = d->mv_data;
     memset(v, 0, sizeof *v);
-    if (d->mv_size < REC_FIXED || d->mv_size > REC_FIXED + LM_STORE_MODEL_ID_MAX ||
-        memcmp(b, REC_MAGIC, 4) || lm_get_u32(b + 4) != REC_FORMAT || nlen > LM_STORE_VERSION_MAX)
+    if (d->mv_size < REC_FIXED || d->mv_size > REC_FIXED + LM_STORE_MODEL_ID_MAX || memcmp(b, REC_MAGIC, 4) ||
+        lm_get_u32(b + 4) != REC_FORMAT || nlen > LM_STORE_VERSION_MAX)
         return -1;
     memcpy(v->name, name, nlen);
     v->dim = lm_get_u32(b + 8);
@@ -175,7 +180,10 @@ static void rec_key(char *buf, const char *name, MDB_val *k)
     k->mv_size = n + 2;
 }
 
-static void db_name(char *buf, const char *name) { snprintf(buf, LM_STORE_VERSION_MAX + 3, "v:%s", name); }
+static void db_name(char *buf, const char *name)
+{
+    snprintf(buf, LM_STORE_VERSION_MAX + 3, "v:%s", name);
+}
 
 /* Read version `name`'s record: 0, MDB_NOTFOUND, or -1 for a malformed one. */
 static int read_rec(lmdb_state *st, MDB_txn *txn, const char *name, lm_store_version *v, uint32_t *pid)
@@ -350,8 +358,10 @@ static int lmdb_open(lm_store *s, lm_err *err)
         return lm_err_set(err, LM_ENOTFOUND, "%s: no store in '%s' (no data.mdb)", D, path);
     int rr = reg_add(sb.st_dev, sb.st_ino);
     if (rr)
-        return lm_err_set(err, LM_EINVAL, rr == -1 ? "%s: the store is already open in this process (share the handle)"
-                                                   : "%s: too many stores open in this process", D);
+        return lm_err_set(err, LM_EINVAL,
+                          rr == -1 ? "%s: the store is already open in this process (share the handle)"
+                                   : "%s: too many stores open in this process",
+                          D);
 
     lmdb_state *st = calloc(1, sizeof *st);
     if (!st) {
@@ -384,7 +394,8 @@ static int lmdb_open(lm_store *s, lm_err *err)
     rc = mdb_dbi_open(txn, "meta", create ? MDB_CREATE : 0, &st->meta);
     if (rc == MDB_NOTFOUND) {
         mdb_txn_abort(txn);
-        lrc = lm_err_set(err, LM_ENOTFOUND, "%s: '%s' is an LMDB environment but not a limaml store", D, path);
+        lrc =
+            lm_err_set(err, LM_ENOTFOUND, "%s: '%s' is an LMDB environment but not a limaml store", D, path);
         goto fail;
     }
     MDB_val k = {6, "format"}, d;
@@ -455,11 +466,11 @@ static int lmdb_begin(lm_store_writer *w, lm_err *err)
     int mrc = read_rec(st, txn, w->rec.name, &old, &pid);
     int lrc = LM_OK;
     if (mrc == 0 && old.complete)
-        lrc = lm_err_set(err, LM_EEXIST, "%s: version '%s' exists and is complete; pick another name",
-                         D, w->rec.name);
+        lrc = lm_err_set(err, LM_EEXIST, "%s: version '%s' exists and is complete; pick another name", D,
+                         w->rec.name);
     else if (mrc == 0 && pid_alive(pid))
-        lrc = lm_err_set(err, LM_EEXIST, "%s: version '%s' is being written by process %u", D,
-                         w->rec.name, pid);
+        lrc = lm_err_set(err, LM_EEXIST, "%s: version '%s' is being written by process %u", D, w->rec.name,
+                         pid);
     else if (mrc == -1)
         lrc = lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", D, w->rec.name);
     if (lrc != LM_OK) {
@@ -501,8 +512,8 @@ static int lmdb_begin(lm_store_writer *w, lm_err *err)
 
 /* One transaction: append keys that come after the largest so far (MDB_APPEND: no search,
  * pages filled completely), insert the others, then bump the record's count. */
-static int lmdb_put(lm_store_writer *w, const char *const *keys, const size_t *lens,
-                    const uint8_t *vals, size_t n, lm_err *err)
+static int lmdb_put(lm_store_writer *w, const char *const *keys, const size_t *lens, const uint8_t *vals,
+                    size_t n, lm_err *err)
 {
     lm_store *s = w->s;
     lmdb_state *st = s->impl;
@@ -530,7 +541,8 @@ static int lmdb_put(lm_store_writer *w, const char *const *keys, const size_t *l
                 mdb_cursor_close(cur);
                 mdb_txn_abort(txn);
                 return lm_err_set(err, LM_EINVAL, "%s: version '%s': task '%s' is written twice",
-                                  s->url.display, w->rec.name, lm_store_key_str(keys[i], lens[i], kb, sizeof kb));
+                                  s->url.display, w->rec.name,
+                                  lm_store_key_str(keys[i], lens[i], kb, sizeof kb));
             }
         }
     }
@@ -539,7 +551,8 @@ static int lmdb_put(lm_store_writer *w, const char *const *keys, const size_t *l
     uint32_t pid;
     if (!mrc) {
         mrc = read_rec(st, txn, w->rec.name, &rec, &pid);
-        if (mrc == 0 && (pid != (uint32_t)getpid() || rec.complete || rec.seq != w->rec.seq)) mrc = MDB_NOTFOUND;
+        if (mrc == 0 && (pid != (uint32_t)getpid() || rec.complete || rec.seq != w->rec.seq))
+            mrc = MDB_NOTFOUND;
         if (mrc == MDB_NOTFOUND || mrc == -1) {
             mdb_txn_abort(txn);
             return lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' was removed while being written",
@@ -582,7 +595,8 @@ static int lmdb_publish(lm_store_writer *w, lm_err *err)
     if (mrc || pid != (uint32_t)getpid() || rec.complete || rec.seq != w->rec.seq) {
         mdb_txn_abort(txn);
         if (mrc > 0 && mrc != MDB_NOTFOUND) return mdb_fail(s, mrc, "publishing", err);
-        return lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' was removed while being written", D, w->rec.name);
+        return lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' was removed while being written", D,
+                          w->rec.name);
     }
     if (rec.count != w->count) {
         mdb_txn_abort(txn);
@@ -626,8 +640,8 @@ static void lmdb_abort(lm_store_writer *w)
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static int lmdb_read(lm_store *s, const char *version, const char *const *keys, const size_t *lens,
-                     size_t n, const lm_store_sink *sink, lm_err *err)
+static int lmdb_read(lm_store *s, const char *version, const char *const *keys, const size_t *lens, size_t n,
+                     const lm_store_sink *sink, lm_err *err)
 {
     lmdb_state *st = s->impl;
     const char *D = s->url.display;
@@ -638,8 +652,10 @@ static int lmdb_read(lm_store *s, const char *version, const char *const *keys, 
         int crc = read_current(st, st->rtxn, cur);
         const char *name = version ? version : cur;
         lm_store_version rec;
-        if (crc == -1) rc = lm_err_set(err, LM_EFORMAT, "%s: the current-version pointer is damaged", D);
-        else if (crc && crc != MDB_NOTFOUND) rc = mdb_fail(s, crc, "reading the current version", err);
+        if (crc == -1)
+            rc = lm_err_set(err, LM_EFORMAT, "%s: the current-version pointer is damaged", D);
+        else if (crc && crc != MDB_NOTFOUND)
+            rc = mdb_fail(s, crc, "reading the current version", err);
         else if (!version && crc == MDB_NOTFOUND)
             rc = lm_err_set(err, LM_ENOTFOUND, "%s: no version has been published yet", D);
         if (rc != LM_OK) {
@@ -650,11 +666,15 @@ static int lmdb_read(lm_store *s, const char *version, const char *const *keys, 
         if (mrc == MDB_NOTFOUND)
             rc = version ? lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", D, name)
                          : lm_err_set(err, LM_EFORMAT, "%s: the current version '%s' has no record", D, name);
-        else if (mrc == -1) rc = lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", D, name);
-        else if (mrc) rc = mdb_fail(s, mrc, "reading a version record", err);
+        else if (mrc == -1)
+            rc = lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", D, name);
+        else if (mrc)
+            rc = mdb_fail(s, mrc, "reading a version record", err);
         else if (!rec.complete)
-            rc = lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' is incomplete (being written, or left by "
-                            "a run that did not finish)", D, name);
+            rc = lm_err_set(err, LM_ENOTFOUND,
+                            "%s: version '%s' is incomplete (being written, or left by "
+                            "a run that did not finish)",
+                            D, name);
         if (rc != LM_OK) {
             mdb_txn_reset(st->rtxn);
             return rc;
@@ -675,8 +695,10 @@ static int lmdb_read(lm_store *s, const char *version, const char *const *keys, 
         for (size_t i = 0; rc == LM_OK && i < n; i++) {
             MDB_val k = {lens[i], (void *)keys[i]}, d;
             mrc = mdb_get(st->rtxn, dbi, &k, &d);
-            if (mrc == 0) rc = sink->value(sink->ctx, i, d.mv_data, d.mv_size, err);
-            else if (mrc != MDB_NOTFOUND) rc = mdb_fail(s, mrc, "reading a value", err);
+            if (mrc == 0)
+                rc = sink->value(sink->ctx, i, d.mv_data, d.mv_size, err);
+            else if (mrc != MDB_NOTFOUND)
+                rc = mdb_fail(s, mrc, "reading a value", err);
         }
         mdb_txn_reset(st->rtxn);
         return rc;
@@ -699,7 +721,8 @@ static int lmdb_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *err
     if (rc != LM_OK) return rc;
     char cur[LM_STORE_VERSION_MAX + 1] = "";
     int mrc = read_current(st, st->rtxn, cur);
-    if (mrc == -1) cur[0] = 0;
+    if (mrc == -1)
+        cur[0] = 0;
     else if (mrc && mrc != MDB_NOTFOUND) {
         mdb_txn_reset(st->rtxn);
         return mdb_fail(s, mrc, "reading the current version", err);
@@ -712,7 +735,8 @@ static int lmdb_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *err
     lm_store_version *v = NULL;
     size_t cap = 0;
     MDB_val k = {2, "v/"}, d;
-    for (mrc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); mrc == 0; mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+    for (mrc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
         if (k.mv_size < 3 || memcmp(k.mv_data, "v/", 2)) break;
         if (lm_grow((void **)&v, &cap, *n + 1, sizeof *v) != LM_OK) {
             rc = lm_err_set(err, LM_ENOMEM, "out of memory");
@@ -740,8 +764,8 @@ static int lmdb_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *err
     return LM_OK;
 }
 
-static int lmdb_scan(lm_store *s, const char *version, lm_store_version *rec, lm_store_scan_fn fn,
-                     void *ctx, uint64_t *nkeys, lm_err *err)
+static int lmdb_scan(lm_store *s, const char *version, lm_store_version *rec, lm_store_scan_fn fn, void *ctx,
+                     uint64_t *nkeys, lm_err *err)
 {
     lmdb_state *st = s->impl;
     *nkeys = 0;
@@ -754,9 +778,11 @@ static int lmdb_scan(lm_store *s, const char *version, lm_store_version *rec, lm
     int mrc = read_rec(st, st->rtxn, version, rec, NULL);
     if (mrc) {
         mdb_txn_reset(st->rtxn);
-        if (mrc == MDB_NOTFOUND) return lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", s->url.display, version);
+        if (mrc == MDB_NOTFOUND)
+            return lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", s->url.display, version);
         if (mrc == -1)
-            return lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", s->url.display, version);
+            return lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", s->url.display,
+                              version);
         return mdb_fail(s, mrc, "reading a version record", err);
     }
     rec->current = !strcmp(version, cur);
@@ -789,10 +815,14 @@ static int lmdb_drop(lm_store *s, const char *version, int *what, lm_err *err)
     lm_store_version rec;
     uint32_t pid = 0;
     int mrc = read_rec(st, txn, version, &rec, &pid);
-    if (!strcmp(cur, version)) *what = LM_DROP_CURRENT;
-    else if (mrc == MDB_NOTFOUND) *what = LM_DROP_GONE;
-    else if (mrc == 0 && !rec.complete && pid_alive(pid)) *what = LM_DROP_LIVE;
-    else *what = LM_DROP_DONE;
+    if (!strcmp(cur, version))
+        *what = LM_DROP_CURRENT;
+    else if (mrc == MDB_NOTFOUND)
+        *what = LM_DROP_GONE;
+    else if (mrc == 0 && !rec.complete && pid_alive(pid))
+        *what = LM_DROP_LIVE;
+    else
+        *what = LM_DROP_DONE;
     if (*what != LM_DROP_DONE) {
         mdb_txn_abort(txn);
         return LM_OK;
@@ -806,8 +836,8 @@ static int lmdb_drop(lm_store *s, const char *version, int *what, lm_err *err)
     return LM_OK;
 }
 
-static int lmdb_raw_put(lm_store *s, const char *version, const char *key, size_t klen,
-                        const void *val, size_t len, lm_err *err)
+static int lmdb_raw_put(lm_store *s, const char *version, const char *key, size_t klen, const void *val,
+                        size_t len, lm_err *err)
 {
     MDB_txn *txn;
     int rc = txn_begin(s, 0, &txn, err);

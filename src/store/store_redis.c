@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #define FORMAT "limaml-store 1"
-#define CHUNK 1000     /* field-value pairs per HSET / keys per HMGET */
-#define KEY_MAX 200    /* prefix (64) + ":lease:" + version (64) */
+#define CHUNK 1000  /* field-value pairs per HSET / keys per HMGET */
+#define KEY_MAX 200 /* prefix (64) + ":lease:" + version (64) */
 
 typedef struct redis_state {
     redisContext *c;
@@ -51,8 +51,10 @@ typedef struct redis_writer {
 
 static void key(char *buf, const lm_store *s, const char *kind, const char *version)
 {
-    if (version) snprintf(buf, KEY_MAX, "%s:%s:%s", s->url.prefix, kind, version);
-    else snprintf(buf, KEY_MAX, "%s:%s", s->url.prefix, kind);
+    if (version)
+        snprintf(buf, KEY_MAX, "%s:%s:%s", s->url.prefix, kind, version);
+    else
+        snprintf(buf, KEY_MAX, "%s:%s", s->url.prefix, kind);
 }
 
 static void disconnect(redis_state *st)
@@ -67,9 +69,9 @@ static void disconnect(redis_state *st)
 static int io_fail(lm_store *s, const char *doing, lm_err *err)
 {
     redis_state *st = s->impl;
-    int rc = lm_err_set(err, LM_EIO, "%s: connection to %s port %d lost while %s: %s", s->url.display,
-                        s->url.host, s->url.port, doing,
-                        st->c && st->c->errstr[0] ? st->c->errstr : "no reply");
+    int rc =
+        lm_err_set(err, LM_EIO, "%s: connection to %s port %d lost while %s: %s", s->url.display, s->url.host,
+                   s->url.port, doing, st->c && st->c->errstr[0] ? st->c->errstr : "no reply");
     disconnect(st);
     return rc;
 }
@@ -77,8 +79,10 @@ static int io_fail(lm_store *s, const char *doing, lm_err *err)
 static int reply_fail(lm_store *s, const redisReply *r, const char *doing, lm_err *err)
 {
     if (r->len >= 3 && !strncmp(r->str, "OOM", 3))
-        return lm_err_set(err, LM_EIO, "%s: the Redis server is out of memory (maxmemory) while %s; "
-                          "the current version is untouched (%.200s)", s->url.display, doing, r->str);
+        return lm_err_set(err, LM_EIO,
+                          "%s: the Redis server is out of memory (maxmemory) while %s; "
+                          "the current version is untouched (%.200s)",
+                          s->url.display, doing, r->str);
     if (r->len >= 9 && !strncmp(r->str, "EXECABORT", 9))
         return lm_err_set(err, LM_EIO, "%s: Redis refused a transaction while %s (%.200s)", s->url.display,
                           doing, r->str);
@@ -171,8 +175,8 @@ static int conn(lm_store *s, lm_err *err)
     st->c = redisConnectWithTimeout(u->host, u->port, tv);
     if (!st->c) return lm_err_set(err, LM_ENOMEM, "%s: out of memory", u->display);
     if (st->c->err) {
-        int rc = lm_err_set(err, LM_EIO, "%s: cannot connect to %s port %d: %s", u->display, u->host,
-                            u->port, st->c->errstr);
+        int rc = lm_err_set(err, LM_EIO, "%s: cannot connect to %s port %d: %s", u->display, u->host, u->port,
+                            st->c->errstr);
         disconnect(st);
         return rc;
     }
@@ -335,8 +339,10 @@ static int redis_begin(lm_store_writer *w, lm_err *err)
     redisReply *r = NULL;
     rc = cmd(s, &r, "starting a version", err, "SET %s %s NX PX %d", rw->lease, rw->token, s->url.lease_ms);
     if (rc == LM_OK && r->type == REDIS_REPLY_NIL)
-        rc = lm_err_set(err, LM_EEXIST, "%s: version '%s' is being written by another process (it holds "
-                        "the lease %s)", D, V, rw->lease);
+        rc = lm_err_set(err, LM_EEXIST,
+                        "%s: version '%s' is being written by another process (it holds "
+                        "the lease %s)",
+                        D, V, rw->lease);
     if (r) freeReplyObject(r);
     r = NULL;
     if (rc != LM_OK) {
@@ -391,8 +397,10 @@ static int redis_begin(lm_store_writer *w, lm_err *err)
 static int watch_lease(lm_store *s, redis_writer *rw, const char *extra_watch, const char *doing, lm_err *err)
 {
     redis_state *st = s->impl;
-    if (extra_watch) redisAppendCommand(st->c, "WATCH %s %s", rw->lease, extra_watch);
-    else redisAppendCommand(st->c, "WATCH %s", rw->lease);
+    if (extra_watch)
+        redisAppendCommand(st->c, "WATCH %s %s", rw->lease, extra_watch);
+    else
+        redisAppendCommand(st->c, "WATCH %s", rw->lease);
     redisAppendCommand(st->c, "GET %s", rw->lease);
     redisReply *r[2];
     int rc = replies(s, 2, r, doing, err);
@@ -402,13 +410,14 @@ static int watch_lease(lm_store *s, redis_writer *rw, const char *extra_watch, c
     if (mine) return LM_OK;
     redisReply *x = redisCommand(st->c, "UNWATCH");
     if (x) freeReplyObject(x);
-    return lm_err_set(err, LM_EIO, "%s: version '%s': the writer's lease expired (no batch for lease_ms) "
+    return lm_err_set(err, LM_EIO,
+                      "%s: version '%s': the writer's lease expired (no batch for lease_ms) "
                       "and the version may have been removed or restarted by another writer",
                       s->url.display, rw->version);
 }
 
-static int redis_put(lm_store_writer *w, const char *const *keys, const size_t *lens,
-                     const uint8_t *vals, size_t n, lm_err *err)
+static int redis_put(lm_store_writer *w, const char *const *keys, const size_t *lens, const uint8_t *vals,
+                     size_t n, lm_err *err)
 {
     lm_store *s = w->s;
     redis_state *st = s->impl;
@@ -449,15 +458,18 @@ static int redis_put(lm_store_writer *w, const char *const *keys, const size_t *
     if (rc == LM_OK) {
         const redisReply *ex = r[ncmd - 1];
         if (ex->type != REDIS_REPLY_ARRAY) {
-            rc = lm_err_set(err, LM_EIO, "%s: version '%s': the writer's lease changed during a batch; "
-                            "nothing of it was written", s->url.display, w->rec.name);
+            rc = lm_err_set(err, LM_EIO,
+                            "%s: version '%s': the writer's lease changed during a batch; "
+                            "nothing of it was written",
+                            s->url.display, w->rec.name);
         } else {
             long long added = 0;
             for (size_t i = 0; i + 2 < ex->elements; i++) added += ex->element[i]->integer;
             if (added != (long long)n)
-                rc = lm_err_set(err, LM_EINVAL, "%s: version '%s': %lld task key(s) of this batch were "
-                                "already written (a task written twice)", s->url.display, w->rec.name,
-                                (long long)n - added);
+                rc = lm_err_set(err, LM_EINVAL,
+                                "%s: version '%s': %lld task key(s) of this batch were "
+                                "already written (a task written twice)",
+                                s->url.display, w->rec.name, (long long)n - added);
         }
     }
     free_replies(r, ncmd);
@@ -486,8 +498,9 @@ static int redis_publish(lm_store_writer *w, lm_err *err)
     if (count != (long long)w->count || hlen != (long long)w->count) {
         redisReply *x = redisCommand(st->c, "UNWATCH");
         if (x) freeReplyObject(x);
-        return lm_err_set(err, LM_EFORMAT, "%s: version '%s' holds %lld keys (record: %lld), %llu were written",
-                          D, w->rec.name, hlen, count, (unsigned long long)w->count);
+        return lm_err_set(err, LM_EFORMAT,
+                          "%s: version '%s' holds %lld keys (record: %lld), %llu were written", D,
+                          w->rec.name, hlen, count, (unsigned long long)w->count);
     }
     char now[32];
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
@@ -501,8 +514,10 @@ static int redis_publish(lm_store_writer *w, lm_err *err)
     int ok = x[4]->type == REDIS_REPLY_ARRAY;
     free_replies(x, 5);
     if (!ok)
-        return lm_err_set(err, LM_EIO, "%s: version '%s': the writer's lease expired during the publish; "
-                          "the current version is untouched", D, w->rec.name);
+        return lm_err_set(err, LM_EIO,
+                          "%s: version '%s': the writer's lease expired during the publish; "
+                          "the current version is untouched",
+                          D, w->rec.name);
     return LM_OK;
 }
 
@@ -530,8 +545,8 @@ static void redis_abort(lm_store_writer *w)
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static int redis_read(lm_store *s, const char *version, const char *const *keys, const size_t *lens,
-                      size_t n, const lm_store_sink *sink, lm_err *err)
+static int redis_read(lm_store *s, const char *version, const char *const *keys, const size_t *lens, size_t n,
+                      const lm_store_sink *sink, lm_err *err)
 {
     redis_state *st = s->impl;
     const char *D = s->url.display;
@@ -602,10 +617,13 @@ static int redis_read(lm_store *s, const char *version, const char *const *keys,
         if (pm == 1)
             rc = version ? lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", D, nm)
                          : lm_err_set(err, LM_EFORMAT, "%s: the current version '%s' has no record", D, nm);
-        else if (pm == -1) rc = lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", D, nm);
+        else if (pm == -1)
+            rc = lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", D, nm);
         else if (!rec.complete)
-            rc = lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' is incomplete (being written, or left by "
-                            "a run that did not finish)", D, nm);
+            rc = lm_err_set(err, LM_ENOTFOUND,
+                            "%s: version '%s' is incomplete (being written, or left by "
+                            "a run that did not finish)",
+                            D, nm);
         if (rc == LM_OK) {
             rec.current = is_current;
             rc = sink->begin(sink->ctx, &rec, err);
@@ -655,14 +673,16 @@ static int redis_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *er
     }
     for (size_t i = 0; i < m; i++) {
         char nm[LM_STORE_VERSION_MAX + 1];
-        snprintf(nm, sizeof nm, "%.*s", (int)LM_MIN(r[1]->element[i]->len, LM_STORE_VERSION_MAX), r[1]->element[i]->str);
+        snprintf(nm, sizeof nm, "%.*s", (int)LM_MIN(r[1]->element[i]->len, LM_STORE_VERSION_MAX),
+                 r[1]->element[i]->str);
         key(mk, s, "meta", nm);
         redisAppendCommand(st->c, "HGETALL %s", mk);
     }
     rc = m ? replies(s, m, h, "listing versions", err) : LM_OK;
     for (size_t i = 0; rc == LM_OK && i < m; i++) {
         char nm[LM_STORE_VERSION_MAX + 1];
-        snprintf(nm, sizeof nm, "%.*s", (int)LM_MIN(r[1]->element[i]->len, LM_STORE_VERSION_MAX), r[1]->element[i]->str);
+        snprintf(nm, sizeof nm, "%.*s", (int)LM_MIN(r[1]->element[i]->len, LM_STORE_VERSION_MAX),
+                 r[1]->element[i]->str);
         int pm = parse_meta(h[i], nm, &v[*n]);
         if (pm == 1) continue; /* removed since the ZRANGE */
         if (pm == -1) {
@@ -685,8 +705,8 @@ static int redis_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *er
     return LM_OK;
 }
 
-static int redis_scan(lm_store *s, const char *version, lm_store_version *rec, lm_store_scan_fn fn,
-                      void *ctx, uint64_t *nkeys, lm_err *err)
+static int redis_scan(lm_store *s, const char *version, lm_store_version *rec, lm_store_scan_fn fn, void *ctx,
+                      uint64_t *nkeys, lm_err *err)
 {
     redis_state *st = s->impl;
     *nkeys = 0;
@@ -706,12 +726,15 @@ static int redis_scan(lm_store *s, const char *version, lm_store_version *rec, l
     *nkeys = (uint64_t)r[2]->integer;
     free_replies(r, 3);
     if (pm == 1) return lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", s->url.display, version);
-    if (pm == -1) return lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", s->url.display, version);
+    if (pm == -1)
+        return lm_err_set(err, LM_EFORMAT, "%s: the record of version '%s' is damaged", s->url.display,
+                          version);
     /* HSCAN returns every field present throughout at least once (a rehash may repeat one) */
     char cursor[32] = "0";
     do {
         redisReply *x = NULL;
-        if ((rc = cmd(s, &x, "scanning a version", err, "HSCAN %s %s COUNT 1000", dk, cursor)) != LM_OK) return rc;
+        if ((rc = cmd(s, &x, "scanning a version", err, "HSCAN %s %s COUNT 1000", dk, cursor)) != LM_OK)
+            return rc;
         if (x->type != REDIS_REPLY_ARRAY || x->elements != 2 || x->element[0]->type != REDIS_REPLY_STRING ||
             x->element[1]->type != REDIS_REPLY_ARRAY || x->element[0]->len >= sizeof cursor) {
             freeReplyObject(x);
@@ -722,7 +745,8 @@ static int redis_scan(lm_store *s, const char *version, lm_store_version *rec, l
         const redisReply *kv = x->element[1];
         int stop = 0;
         for (size_t i = 0; !stop && i + 1 < kv->elements; i += 2)
-            stop = fn(ctx, kv->element[i]->str, kv->element[i]->len, kv->element[i + 1]->str, kv->element[i + 1]->len);
+            stop = fn(ctx, kv->element[i]->str, kv->element[i]->len, kv->element[i + 1]->str,
+                      kv->element[i + 1]->len);
         freeReplyObject(x);
         if (stop) break;
     } while (strcmp(cursor, "0"));
@@ -751,10 +775,14 @@ static int redis_drop(lm_store *s, const char *version, int *what, lm_err *err)
         redisReply *r[5];
         if ((rc = replies(s, 5, r, "removing a version", err)) != LM_OK) return rc;
         int complete = r[3]->type == REDIS_REPLY_STRING && r[3]->len == 1 && r[3]->str[0] == '1';
-        if (str_eq(r[1], version)) *what = LM_DROP_CURRENT;
-        else if (r[4]->integer == 0) *what = LM_DROP_GONE;
-        else if (!complete && r[2]->integer) *what = LM_DROP_LIVE;
-        else *what = LM_DROP_DONE;
+        if (str_eq(r[1], version))
+            *what = LM_DROP_CURRENT;
+        else if (r[4]->integer == 0)
+            *what = LM_DROP_GONE;
+        else if (!complete && r[2]->integer)
+            *what = LM_DROP_LIVE;
+        else
+            *what = LM_DROP_DONE;
         free_replies(r, 5);
         if (*what != LM_DROP_DONE) {
             redisReply *x = redisCommand(st->c, "UNWATCH");
@@ -780,8 +808,8 @@ static int redis_drop(lm_store *s, const char *version, int *what, lm_err *err)
     return LM_OK;
 }
 
-static int redis_raw_put(lm_store *s, const char *version, const char *k, size_t klen,
-                         const void *val, size_t len, lm_err *err)
+static int redis_raw_put(lm_store *s, const char *version, const char *k, size_t klen, const void *val,
+                         size_t len, lm_err *err)
 {
     char dk[KEY_MAX];
     key(dk, s, "data", version);

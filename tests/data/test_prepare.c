@@ -1072,8 +1072,8 @@ static void test_composite_keys(void)
             const char *key;
             uint32_t n;
             int is_new;
-        } want[] = {{"2\037a", 3, 1},  {"2\037b", 2, 1},       {"3\037a", 1, 0},
-                    {"10\037a", 2, 1}, {"1,0\037a b", 1, -1}};
+        } want[] = {
+            {"2\037a", 3, 1}, {"2\037b", 2, 1}, {"3\037a", 1, 0}, {"10\037a", 2, 1}, {"1,0\037a b", 1, -1}};
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
             const lm_task *t = find_task(ds, want[i].key);
             CHECK(t && t->n == want[i].n, "task %zu: %u rows", i, t ? t->n : 0);

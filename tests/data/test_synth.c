@@ -17,23 +17,23 @@
 
 static int failures;
 
-#define CHECK(c, ...)                                                                        \
-    do {                                                                                     \
-        if (!(c)) {                                                                          \
-            failures++;                                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);                     \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fprintf(stderr, "\n");                                                           \
-        }                                                                                    \
+#define CHECK(c, ...)                                                                                        \
+    do {                                                                                                     \
+        if (!(c)) {                                                                                          \
+            failures++;                                                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);                                     \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fprintf(stderr, "\n");                                                                           \
+        }                                                                                                    \
     } while (0)
 
 #define NCOLS 23
 #define T0 1700000000.0
 
-static const char *expected_cols[NCOLS] = {
-    "user_id", "ts",     "clicked", "channel", "item_id", "m_age", "m_gender", "m_seg0",
-    "m_seg1",  "m_seg2", "m_seg3",  "m_seg4",  "m_seg5",  "m_tenure", "i_f0",  "i_f1",
-    "i_f2",    "i_f3",   "i_f4",    "i_f5",    "i_f6",    "i_f7",  "ctx_hour"};
+static const char *expected_cols[NCOLS] = {"user_id",  "ts",       "clicked", "channel", "item_id", "m_age",
+                                           "m_gender", "m_seg0",   "m_seg1",  "m_seg2",  "m_seg3",  "m_seg4",
+                                           "m_seg5",   "m_tenure", "i_f0",    "i_f1",    "i_f2",    "i_f3",
+                                           "i_f4",     "i_f5",     "i_f6",    "i_f7",    "ctx_hour"};
 
 static char tmpdir[4096];
 
@@ -136,13 +136,13 @@ static void check_schema(const char *csv, uint32_t items)
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(j, "meta");
     CHECK(cJSON_GetArraySize(meta) == 9, "meta has %d names", cJSON_GetArraySize(meta));
     for (int i = 0; i < 9 && i < cJSON_GetArraySize(meta); i++)
-        CHECK(!strcmp(cJSON_GetArrayItem(meta, i)->valuestring, expected_cols[5 + i]),
-              "meta[%d] = %s", i, cJSON_GetArrayItem(meta, i)->valuestring);
+        CHECK(!strcmp(cJSON_GetArrayItem(meta, i)->valuestring, expected_cols[5 + i]), "meta[%d] = %s", i,
+              cJSON_GetArrayItem(meta, i)->valuestring);
     cJSON *dense = cJSON_GetObjectItemCaseSensitive(j, "dense");
     CHECK(cJSON_GetArraySize(dense) == 9, "dense has %d names", cJSON_GetArraySize(dense));
     for (int i = 0; i < 9 && i < cJSON_GetArraySize(dense); i++)
-        CHECK(!strcmp(cJSON_GetArrayItem(dense, i)->valuestring, expected_cols[14 + i]),
-              "dense[%d] = %s", i, cJSON_GetArrayItem(dense, i)->valuestring);
+        CHECK(!strcmp(cJSON_GetArrayItem(dense, i)->valuestring, expected_cols[14 + i]), "dense[%d] = %s", i,
+              cJSON_GetArrayItem(dense, i)->valuestring);
     cJSON *cat = cJSON_GetObjectItemCaseSensitive(j, "categorical");
     CHECK(cJSON_GetArraySize(cat) == 2, "categorical has %d entries", cJSON_GetArraySize(cat));
     if (cJSON_GetArraySize(cat) == 2) {
@@ -163,14 +163,14 @@ static void check_schema(const char *csv, uint32_t items)
 typedef struct task_stat {
     uint32_t n, pos;
     double first_ts;
-    char meta[128];   /* the meta fields as text: constant per task */
+    char meta[128]; /* the meta fields as text: constant per task */
 } task_stat;
 
 /* Parse the log and check every row; with `stats`, also the statistical properties (which
  * need a few thousand tasks). Rows are sorted by (ts, user_id) within each block of tasks, so
  * the order may break at most once per block: at most `max_descents` times. */
-static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_summary *sum,
-                      int stats, uint64_t max_descents)
+static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_summary *sum, int stats,
+                      uint64_t max_descents)
 {
     char *data = NULL;
     size_t len = 0;
@@ -197,8 +197,8 @@ static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_s
         if (lineno == 1) {
             CHECK(nf == NCOLS, "header has %d fields", nf);
             for (int i = 0; i < NCOLS && i < nf; i++)
-                CHECK(!strcmp(f[i], expected_cols[i]), "header field %d is '%s', want '%s'", i,
-                      f[i], expected_cols[i]);
+                CHECK(!strcmp(f[i], expected_cols[i]), "header field %d is '%s', want '%s'", i, f[i],
+                      expected_cols[i]);
             line = nl + 1;
             continue;
         }
@@ -246,8 +246,8 @@ static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_s
 
         task_stat *s = &ts[user];
         char meta[128];
-        snprintf(meta, sizeof meta, "%s,%s,%s,%s,%s,%s,%s,%s,%s", f[5], f[6], f[7], f[8], f[9],
-                 f[10], f[11], f[12], f[13]);
+        snprintf(meta, sizeof meta, "%s,%s,%s,%s,%s,%s,%s,%s,%s", f[5], f[6], f[7], f[8], f[9], f[10], f[11],
+                 f[12], f[13]);
         if (s->n == 0) {
             s->first_ts = t;
             snprintf(s->meta, sizeof s->meta, "%s", meta);
@@ -262,8 +262,7 @@ static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_s
         line = nl + 1;
     }
     CHECK(bad == 0, "%llu bad rows", (unsigned long long)bad);
-    CHECK(descents <= max_descents, "%llu rows out of (ts, user_id) order",
-          (unsigned long long)descents);
+    CHECK(descents <= max_descents, "%llu rows out of (ts, user_id) order", (unsigned long long)descents);
     CHECK(rows == sum->rows, "rows %llu, summary says %llu", (unsigned long long)rows,
           (unsigned long long)sum->rows);
     CHECK(pos == sum->positives, "positives %llu, summary says %llu", (unsigned long long)pos,
@@ -287,8 +286,7 @@ static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_s
         free(data);
         return;
     }
-    CHECK(small >= 0.3 * (double)T, "only %llu tasks with < 25 examples",
-          (unsigned long long)small);
+    CHECK(small >= 0.3 * (double)T, "only %llu tasks with < 25 examples", (unsigned long long)small);
     CHECK(big >= 1, "no task with >= 100 examples (max %u)", maxn);
     double mean = (double)rows / (double)T;
     CHECK(fabs(mean - o->mean_examples) < 0.25 * o->mean_examples, "mean examples %.2f", mean);
@@ -320,9 +318,8 @@ static void check_log(const char *path, const lm_synth_opts *o, const lm_synth_s
         binom /= m;
         printf("  %llu rows, %.1f%% positive, %llu/%llu tasks < 25 examples, %llu >= 100, "
                "max %u, %llu new; per-task rate variance %.4f vs binomial %.4f (%d tasks)\n",
-               (unsigned long long)rows, 100 * rate, (unsigned long long)small,
-               (unsigned long long)T, (unsigned long long)big, maxn, (unsigned long long)newish,
-               var, binom, m);
+               (unsigned long long)rows, 100 * rate, (unsigned long long)small, (unsigned long long)T,
+               (unsigned long long)big, maxn, (unsigned long long)newish, var, binom, m);
         CHECK(var >= 2 * binom, "per-task variance %.5f vs binomial %.5f", var, binom);
     }
     free(ts);
@@ -408,8 +405,8 @@ static void test_small(void)
     o.new_frac = 0;
     rc = lm_synth(a, &o, &sum, &err);
     CHECK(rc == LM_OK, "big tasks: %s", err.msg);
-    CHECK(rc != LM_OK || (sum.rows > 50 * 1000 && sum.rows < 50 * 20000),
-          "big tasks: %llu rows", (unsigned long long)sum.rows);
+    CHECK(rc != LM_OK || (sum.rows > 50 * 1000 && sum.rows < 50 * 20000), "big tasks: %llu rows",
+          (unsigned long long)sum.rows);
     if (rc == LM_OK) check_log(a, &o, &sum, 0, o.tasks - 1);
     remove_outputs(a);
     free(a);
@@ -432,11 +429,11 @@ static void test_invalid(void)
 {
     printf("invalid options\n");
     lm_synth_opts o;
-#define BAD(field, value)                                                                    \
-    do {                                                                                     \
-        lm_synth_opts_default(&o);                                                           \
-        o.field = value;                                                                     \
-        expect_einval(&o, #field);                                                           \
+#define BAD(field, value)                                                                                    \
+    do {                                                                                                     \
+        lm_synth_opts_default(&o);                                                                           \
+        o.field = value;                                                                                     \
+        expect_einval(&o, #field);                                                                           \
     } while (0)
     BAD(tasks, 0);
     BAD(tasks, UINT64_MAX);

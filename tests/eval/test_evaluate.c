@@ -50,21 +50,20 @@ static void write_text(const char *path, const char *text)
  *   C: days 1, 2, 2.1           latest 2.1, cut at 1.1: keeps 1 (lag 1.1, age 3 - 1)
  * With three days: A keeps nothing (cut at 9), B keeps day 5, C nothing (cut at -0.9).
  * The meta feature m changes from row to row, so pooling over several rows differs. */
-#define ROWS_COMMON                                                                                 \
-    "A,0,1,1,0.50,0.1,train\n"                                                                      \
-    "A,1,0,2,0.51,0.2,train\n"                                                                      \
-    "A,2,1,1,0.52,0.3,train\n"                                                                      \
-    "A,3,0,3,0.53,0.4,train\n"                                                                      \
-    "A,4,1,2,0.54,0.5,train\n"                                                                      \
-    "A,5,0,3,0.55,0.6,train\n"                                                                      \
-    "B,0,0,2,0.10,0.7,train\n"                                                                      \
-    "B,1,1,3,0.12,0.8,train\n"                                                                      \
-    "B,2,0,1,0.14,0.9,train\n"                                                                      \
-    "B,3,1,2,0.16,0.1,train\n"                                                                      \
-    "B,4,0,3,0.18,0.2,train\n"                                                                      \
+#define ROWS_COMMON                                                                                          \
+    "A,0,1,1,0.50,0.1,train\n"                                                                               \
+    "A,1,0,2,0.51,0.2,train\n"                                                                               \
+    "A,2,1,1,0.52,0.3,train\n"                                                                               \
+    "A,3,0,3,0.53,0.4,train\n"                                                                               \
+    "A,4,1,2,0.54,0.5,train\n"                                                                               \
+    "A,5,0,3,0.55,0.6,train\n"                                                                               \
+    "B,0,0,2,0.10,0.7,train\n"                                                                               \
+    "B,1,1,3,0.12,0.8,train\n"                                                                               \
+    "B,2,0,1,0.14,0.9,train\n"                                                                               \
+    "B,3,1,2,0.16,0.1,train\n"                                                                               \
+    "B,4,0,3,0.18,0.2,train\n"                                                                               \
     "B,5,1,1,0.20,0.3,train\n"
-static const char *LOG_FULL = "u,ts,y,item,m,x,split\n" ROWS_COMMON
-                              "A,864000,1,2,0.60,0.2,val\n"  /* day 10 */
+static const char *LOG_FULL = "u,ts,y,item,m,x,split\n" ROWS_COMMON "A,864000,1,2,0.60,0.2,val\n" /* day 10 */
                               "A,865800,0,1,0.90,0.7,val\n"  /* day 10 + 1/48 */
                               "A,1036800,1,3,0.20,0.4,val\n" /* day 12 */
                               "A,1123200,0,1,0.61,0.5,test\n"
@@ -175,19 +174,21 @@ int main(void)
     /* fresh: every validation row, no lag; age = mean of (1, 0.5, 0.9) days */
     lm_eval_result f, s1, c1, s3, none, b;
     CHECK(eval(m, full, 0, LM_POOL_LATEST, 0, 3, &f) == 0, "fresh evaluation");
-    CHECK(f.tasks == 3 && f.tasks_adapted == 3 && f.rows_adapted == 8, "fresh: 3 tasks, 8 rows adapted (%llu, %llu)",
-          (unsigned long long)f.tasks_adapted, (unsigned long long)f.rows_adapted);
+    CHECK(f.tasks == 3 && f.tasks_adapted == 3 && f.rows_adapted == 8,
+          "fresh: 3 tasks, 8 rows adapted (%llu, %llu)", (unsigned long long)f.tasks_adapted,
+          (unsigned long long)f.rows_adapted);
     CHECK(f.adapt_lag_mean == 0, "fresh: no lag (%g)", f.adapt_lag_mean);
-    CHECK(near(f.adapt_age_mean, (1 + 0.5 + 0.9) / 3 * DAY, 1e-6), "fresh: age %g days", f.adapt_age_mean / DAY);
+    CHECK(near(f.adapt_age_mean, (1 + 0.5 + 0.9) / 3 * DAY, 1e-6), "fresh: age %g days",
+          f.adapt_age_mean / DAY);
 
     /* one day stale: the rows worked out above, and the same scores as the cut dataset */
     CHECK(eval(m, full, DAY, LM_POOL_LATEST, 0, 3, &s1) == 0, "stale evaluation");
     CHECK(s1.tasks_adapted == 3 && s1.rows_adapted == 4, "1 day stale: 3 tasks, 4 rows (%llu, %llu)",
           (unsigned long long)s1.tasks_adapted, (unsigned long long)s1.rows_adapted);
-    CHECK(near(s1.adapt_lag_mean, ((12 - (10 + 1.0 / 48)) + 6 + 1.1) / 3 * DAY, 1e-6), "1 day stale: lag %g days",
-          s1.adapt_lag_mean / DAY);
-    CHECK(near(s1.adapt_age_mean, ((13 - (10 + 1.0 / 48)) + 6.5 + 2) / 3 * DAY, 1e-6), "1 day stale: age %g days",
-          s1.adapt_age_mean / DAY);
+    CHECK(near(s1.adapt_lag_mean, ((12 - (10 + 1.0 / 48)) + 6 + 1.1) / 3 * DAY, 1e-6),
+          "1 day stale: lag %g days", s1.adapt_lag_mean / DAY);
+    CHECK(near(s1.adapt_age_mean, ((13 - (10 + 1.0 / 48)) + 6.5 + 2) / 3 * DAY, 1e-6),
+          "1 day stale: age %g days", s1.adapt_age_mean / DAY);
     CHECK(eval(m, cut, 0, LM_POOL_LATEST, 0, 3, &c1) == 0, "evaluation of the cut dataset");
     CHECK(c1.rows_adapted == 4, "the cut dataset adapts on 4 rows");
     CHECK(s1.auc == c1.auc && s1.logloss == c1.logloss && s1.auc_new == c1.auc_new,
@@ -199,8 +200,8 @@ int main(void)
      * row: the model as trained, exactly. */
     CHECK(eval(m, full, 3 * DAY, LM_POOL_LATEST, 0, 3, &s3) == 0, "3 days stale");
     CHECK(s3.tasks_adapted == 1 && s3.rows_adapted == 1 && near(s3.adapt_lag_mean, 6 * DAY, 1e-6),
-          "3 days stale: only B adapts, on one row, 6 days old (%llu, %llu)", (unsigned long long)s3.tasks_adapted,
-          (unsigned long long)s3.rows_adapted);
+          "3 days stale: only B adapts, on one row, 6 days old (%llu, %llu)",
+          (unsigned long long)s3.tasks_adapted, (unsigned long long)s3.rows_adapted);
     CHECK(eval(m, full, 1000 * DAY, LM_POOL_LATEST, 0, 3, &none) == 0 && eval(m, full, 0, 0, 0, 0, &b) == 0,
           "1000 days stale and unadapted");
     CHECK(none.tasks_adapted == 0 && none.auc == b.auc && none.logloss == b.logloss,
@@ -214,13 +215,15 @@ int main(void)
 
     /* pooling: one row each (cap 1), every pooling is the latest; several rows, mean differs */
     lm_eval_result l1, m1, x1, q1, lat, mean;
-    CHECK(eval(m, full, 0, LM_POOL_LATEST, 1, 3, &l1) == 0 && eval(m, full, 0, LM_POOL_MEAN, 1, 3, &m1) == 0 &&
+    CHECK(eval(m, full, 0, LM_POOL_LATEST, 1, 3, &l1) == 0 &&
+              eval(m, full, 0, LM_POOL_MEAN, 1, 3, &m1) == 0 &&
               eval(m, full, 0, LM_POOL_MAX, 1, 3, &x1) == 0 && eval(m, full, 0, LM_POOL_COS, 1, 3, &q1) == 0,
           "pooled evaluations");
     CHECK(l1.logloss == m1.logloss && l1.logloss == x1.logloss && l1.logloss == q1.logloss,
           "one adaptation row: every pooling is the latest (%.9f %.9f %.9f %.9f)", l1.logloss, m1.logloss,
           x1.logloss, q1.logloss);
-    CHECK(eval(m, full, 0, LM_POOL_LATEST, 0, 3, &lat) == 0 && eval(m, full, 0, LM_POOL_MEAN, 0, 3, &mean) == 0,
+    CHECK(eval(m, full, 0, LM_POOL_LATEST, 0, 3, &lat) == 0 &&
+              eval(m, full, 0, LM_POOL_MEAN, 0, 3, &mean) == 0,
           "pooled evaluations, every row");
     CHECK(lat.logloss == f.logloss, "LM_POOL_LATEST is the default");
     CHECK(lat.logloss != mean.logloss, "meta features that differ: mean pooling scores differently");

@@ -6,7 +6,6 @@
 
 #include "lm_check.h"
 
-
 static double auc_pairs(const float *s, const float *y, size_t n)
 {
     double num = 0, den = 0;

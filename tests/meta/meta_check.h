@@ -40,8 +40,8 @@ static inline void check_note(const char *tag, double rel)
 
 /* Compare a: (n) with ref: (n); returns the normwise relative error (INFINITY on failure).
  * `tag` (may be NULL) groups the check in the closing table. */
-static inline double check_close(const char *tag, const char *name, const double *a,
-                                 const double *ref, size_t n, double atol, double rtol)
+static inline double check_close(const char *tag, const char *name, const double *a, const double *ref,
+                                 size_t n, double atol, double rtol)
 {
     size_t worst = 0, nbad = 0;
     double worst_ratio = -1, max_diff = 0, max_ref = 0;
@@ -64,8 +64,7 @@ static inline double check_close(const char *tag, const char *name, const double
     if (nbad) {
         printf("FAIL %s: %zu of %zu out of tolerance (atol %.1e, rtol %.1e); worst [%zu]: value "
                "%.12g, reference %.12g, |diff| %.3e; normwise rel %.2e\n",
-               name, nbad, n, atol, rtol, worst, a[worst], ref[worst], fabs(a[worst] - ref[worst]),
-               rel);
+               name, nbad, n, atol, rtol, worst, a[worst], ref[worst], fabs(a[worst] - ref[worst]), rel);
         check_failed++;
         return INFINITY;
     }
@@ -85,16 +84,17 @@ static inline int check_true(int cond, const char *fmt, ...)
     vprintf(fmt, ap);
     va_end(ap);
     printf("\n");
-    if (cond) check_passed++;
-    else check_failed++;
+    if (cond)
+        check_passed++;
+    else
+        check_failed++;
     return cond;
 }
 
 static inline int check_summary(void)
 {
     if (check_ntags) printf("worst normwise relative error per group:\n");
-    for (int i = 0; i < check_ntags; i++)
-        printf("  %-60s %.2e\n", check_tags[i].tag, check_tags[i].worst);
+    for (int i = 0; i < check_ntags; i++) printf("  %-60s %.2e\n", check_tags[i].tag, check_tags[i].worst);
     printf("%d passed, %d failed\n", check_passed, check_failed);
     return check_failed ? 1 : 0;
 }
@@ -159,8 +159,7 @@ static int check_emb_logit;
 
 /* A small config: nmeta 5, ndense 4, `ncat` categorical columns (buckets 7, 5; widths 3, 2),
  * E = 3, meta MLP [5, 6, 3], global MLP [nin, 8, 5, 1]; emb_logit as check_emb_logit says. */
-static inline void small_config(lm_net_config *c, int meta_kind, size_t ncat, int loss,
-                                double dropout)
+static inline void small_config(lm_net_config *c, int meta_kind, size_t ncat, int loss, double dropout)
 {
     lm_net_config_default(c);
     c->meta_kind = meta_kind;
@@ -195,8 +194,8 @@ static inline void rows_make_f64(lm_rows_f64 *r, const lm_net *n, size_t B, lm_r
         for (size_t c = 0; c < n->ncat; c++)
             r->cat[b * n->ncat + c] = (uint32_t)lm_rng_below(rng, n->cat_rows[c]);
     for (size_t b = 0; b < B; b++)
-        r->label[b] = n->cfg.loss == LM_NET_LOSS_MSE ? lm_rng_normal(rng)
-                                                      : (double)(lm_rng_uniform(rng) < 0.4);
+        r->label[b] =
+            n->cfg.loss == LM_NET_LOSS_MSE ? lm_rng_normal(rng) : (double)(lm_rng_uniform(rng) < 0.4);
     round_f32(r->meta, B * n->nmeta);
     if (n->ndense) round_f32(r->dense, B * n->ndense);
     round_f32(r->label, B);

@@ -33,7 +33,7 @@ static const char *kernel_name(int k)
 typedef struct batch {
     lm_net n;
     size_t T, max_rows;
-    double *tm, *tg;     /* theta in double (float-valued) */
+    double *tm, *tg; /* theta in double (float-valued) */
     float *tmf, *tgf;
     lm_rows_f64 *S, *Q;
     lm_rows_f32 *Sf, *Qf;
@@ -107,8 +107,8 @@ static double ref_f32(batch *b, const lm_meta_opts *o, double *g)
     if (lm_meta_ws_alloc_f32(&ws, &b->n, b->max_rows, o->steps, 0, &err)) exit(2);
     double F = 0;
     for (size_t t = 0; t < b->T; t++)
-        F += lm_meta_task_f32(&b->n, o, &ws, b->tmf, b->tgf, &b->Sf[t], &b->Qf[t], NULL, NULL, gf,
-                              gf + Pm, NULL, NULL);
+        F += lm_meta_task_f32(&b->n, o, &ws, b->tmf, b->tgf, &b->Sf[t], &b->Qf[t], NULL, NULL, gf, gf + Pm,
+                              NULL, NULL);
     to_f64(g, gf, Pm + Pg);
     lm_meta_ws_free_f32(&ws);
     free(gf);
@@ -116,15 +116,14 @@ static double ref_f32(batch *b, const lm_meta_opts *o, double *g)
 }
 
 /* The batch engine: g set to [grad_m | grad_g] (as float), the objective returned. */
-static double run_batch(batch *b, const lm_meta_opts *o, lm_meta_batch_ws *ws, float *gf,
-                        lm_meta_stats *st, lm_meta_batch_stats *bs)
+static double run_batch(batch *b, const lm_meta_opts *o, lm_meta_batch_ws *ws, float *gf, lm_meta_stats *st,
+                        lm_meta_batch_stats *bs)
 {
     lm_err err = {0};
     size_t Pm = b->n.meta_np, Pg = b->n.global_np;
     memset(gf, 0, (Pm + Pg) * sizeof *gf);
     lm_meta_batch_stats s;
-    int rc = lm_meta_batch_f32(&b->n, o, ws, b->tmf, b->tgf, b->T, b->Sf, b->Qf, gf, gf + Pm, st,
-                               &s, &err);
+    int rc = lm_meta_batch_f32(&b->n, o, ws, b->tmf, b->tgf, b->T, b->Sf, b->Qf, gf, gf + Pm, st, &s, &err);
     if (rc) {
         printf("FAIL lm_meta_batch_f32: %s\n", err.msg);
         exit(1);
@@ -171,9 +170,11 @@ static void check_config(const char *name, const lm_net_config *cfg, int meta_mo
     double F64 = ref_f64(&b, &o, g64, st_ref);
     double F32 = ref_f32(&b, &o, g32);
     char tag[200];
-    snprintf(tag, sizeof tag, "%s %s n=%zu %s w=%g meta=%s", name,
-             algo == LM_ALGO_PLAIN ? "plain" : "limaml", steps, first_order ? "1st" : "2nd", w,
-             meta_mode == 0 ? "uniform" : meta_mode == 1 ? "rows" : "mixed");
+    snprintf(tag, sizeof tag, "%s %s n=%zu %s w=%g meta=%s", name, algo == LM_ALGO_PLAIN ? "plain" : "limaml",
+             steps, first_order ? "1st" : "2nd", w,
+             meta_mode == 0   ? "uniform"
+             : meta_mode == 1 ? "rows"
+                              : "mixed");
     for (int ki = 0; ki < nkernels; ki++)
         for (int parts = 1; parts <= 2; parts++) {
             lm_meta_batch_ws *ws = ws_make(&b, steps, parts, kernels[ki]);
@@ -196,12 +197,11 @@ static void check_config(const char *name, const lm_net_config *cfg, int meta_mo
 #undef STAT_ERR
             worst_obj = fmax(worst_obj, ro), worst_gm = fmax(worst_gm, rm);
             worst_gg = fmax(worst_gg, rg);
-            check_true(ro <= TOL && rm <= TOL && rg <= TOL && rm32 <= TOL && rg32 <= TOL &&
-                           rstat <= 1e-5 && fabs(F32 - F64) <= 1e-4 * fabs(F64),
+            check_true(ro <= TOL && rm <= TOL && rg <= TOL && rm32 <= TOL && rg32 <= TOL && rstat <= 1e-5 &&
+                           fabs(F32 - F64) <= 1e-4 * fabs(F64),
                        "%s %s parts=%d: vs f64 obj %.1e grad_m %.1e grad_g %.1e; vs f32 grad_m "
                        "%.1e grad_g %.1e; stats %.1e",
-                       tag, kernel_name(kernels[ki]), parts, ro,
-                       rm, rg, rm32, rg32, rstat);
+                       tag, kernel_name(kernels[ki]), parts, ro, rm, rg, rm32, rg32, rstat);
             /* the same bits again, and with one OpenMP thread for two partitions */
             double F2 = run_batch(&b, &o, ws, gf2, NULL, NULL);
             int same = F2 == F && !memcmp(gf, gf2, P * sizeof *gf);
@@ -212,8 +212,7 @@ static void check_config(const char *name, const lm_net_config *cfg, int meta_mo
                 omp_set_num_threads(keep);
                 same = same && F3 == F && !memcmp(gf, gf2, P * sizeof *gf);
             }
-            check_true(same, "%s %s parts=%d: deterministic", tag,
-                       kernel_name(kernels[ki]), parts);
+            check_true(same, "%s %s parts=%d: deterministic", tag, kernel_name(kernels[ki]), parts);
             lm_meta_batch_ws_free(ws);
         }
     free(g64), free(g32), free(gb), free(gf), free(gf2), free(st_ref), free(st);
@@ -234,8 +233,14 @@ typedef struct variant {
     void (*make)(lm_net_config *c);
 } variant;
 
-static void v_small(lm_net_config *c) { small_config(c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0); }
-static void v_default(lm_net_config *c) { default_net(c); }
+static void v_small(lm_net_config *c)
+{
+    small_config(c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
+}
+static void v_default(lm_net_config *c)
+{
+    default_net(c);
+}
 static void v_nometa(lm_net_config *c)
 {
     small_config(c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
@@ -246,7 +251,10 @@ static void v_nodense(lm_net_config *c)
     small_config(c, LM_NET_META_MLP, 1, LM_NET_LOSS_BCE, 0);
     c->ndense = 0;
 }
-static void v_nocat(lm_net_config *c) { small_config(c, LM_NET_META_MLP, 0, LM_NET_LOSS_MSE, 0); }
+static void v_nocat(lm_net_config *c)
+{
+    small_config(c, LM_NET_META_MLP, 0, LM_NET_LOSS_MSE, 0);
+}
 static void v_deep(lm_net_config *c)
 {
     small_config(c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
@@ -267,9 +275,8 @@ static void v_wide(lm_net_config *c)
 }
 
 static const variant variants[] = {
-    {"small", v_small},   {"default", v_default}, {"no-meta-cols", v_nometa},
-    {"no-dense", v_nodense}, {"no-cat+mse", v_nocat}, {"deep", v_deep},
-    {"one-hidden+mse", v_one}, {"wide", v_wide},
+    {"small", v_small},      {"default", v_default}, {"no-meta-cols", v_nometa}, {"no-dense", v_nodense},
+    {"no-cat+mse", v_nocat}, {"deep", v_deep},       {"one-hidden+mse", v_one},  {"wide", v_wide},
 };
 
 /* ---- edge cases ------------------------------------------------------------------------------ */
@@ -299,12 +306,10 @@ static void check_edges(void)
     /* the objective alone, and accumulation */
     lm_err err = {0};
     lm_meta_batch_stats s2;
-    int rc = lm_meta_batch_f32(&b.n, &o, ws, b.tmf, b.tgf, b.T, b.Sf, b.Qf, NULL, NULL, NULL, &s2,
-                               &err);
+    int rc = lm_meta_batch_f32(&b.n, &o, ws, b.tmf, b.tgf, b.T, b.Sf, b.Qf, NULL, NULL, NULL, &s2, &err);
     check_true(rc == 0 && s2.objective == F, "objective alone = with gradients (%.9g)", s2.objective);
     memcpy(gf2, gf, P * sizeof *gf);
-    rc = lm_meta_batch_f32(&b.n, &o, ws, b.tmf, b.tgf, b.T, b.Sf, b.Qf, gf2, gf2 + Pm, NULL, NULL,
-                           &err);
+    rc = lm_meta_batch_f32(&b.n, &o, ws, b.tmf, b.tgf, b.T, b.Sf, b.Qf, gf2, gf2 + Pm, NULL, NULL, &err);
     double *g2 = dalloc(P), *twice = dalloc(P);
     to_f64(g2, gf2, P);
     for (size_t i = 0; i < P; i++) twice[i] = 2 * gb[i];
@@ -316,8 +321,8 @@ static void check_edges(void)
     F64 = ref_f64(&b, &o, g64, NULL);
     F = run_batch(&b, &o, ws, gf, NULL, NULL);
     to_f64(gb, gf, P);
-    check_true(fabs(F - F64) <= TOL * fabs(F64) && normrel(gb, g64, P) <= TOL,
-               "n = 0: obj %.1e grad %.1e", fabs(F - F64) / fabs(F64), normrel(gb, g64, P));
+    check_true(fabs(F - F64) <= TOL * fabs(F64) && normrel(gb, g64, P) <= TOL, "n = 0: obj %.1e grad %.1e",
+               fabs(F - F64) / fabs(F64), normrel(gb, g64, P));
     o.support_weight = 3; /* n = 0 with the support term: both losses at theta */
     F64 = ref_f64(&b, &o, g64, NULL);
     F = run_batch(&b, &o, ws, gf, NULL, NULL);
@@ -329,8 +334,8 @@ static void check_edges(void)
     F64 = ref_f64(&b, &o, g64, NULL);
     F = run_batch(&b, &o, ws, gf, NULL, NULL);
     to_f64(gb, gf, P);
-    check_true(fabs(F - F64) <= TOL * fabs(F64) && normrel(gb, g64, P) <= TOL,
-               "plain: obj %.1e grad %.1e", fabs(F - F64) / fabs(F64), normrel(gb, g64, P));
+    check_true(fabs(F - F64) <= TOL * fabs(F64) && normrel(gb, g64, P) <= TOL, "plain: obj %.1e grad %.1e",
+               fabs(F - F64) / fabs(F64), normrel(gb, g64, P));
 
     /* refusals */
     lm_meta_opts_default(&o);
@@ -367,8 +372,7 @@ static void check_edges(void)
     c2 = cfg;
     c2.meta_kind = LM_NET_META_ID;
     net_make(&nd, &c2);
-    check_true(lm_meta_batch_supported(&nd, &o, &err) == LM_EINVAL, "refuses the id block: %s",
-               err.msg);
+    check_true(lm_meta_batch_supported(&nd, &o, &err) == LM_EINVAL, "refuses the id block: %s", err.msg);
     c2 = cfg;
     c2.nglobal_hidden = 0;
     net_make(&nd, &c2);
@@ -405,8 +409,8 @@ static void check_flops(void)
         }
         check_true(fabs(bs.flops - want) <= 1e-9 * want &&
                        bs.splits_uniform == (mode == 0 ? bs.splits : one_row),
-                   "flop tally %s: %.0f = %.0f (reference %.0f, %.2fx)",
-                   mode ? "rows" : "uniform", bs.flops, want, ref, ref / want);
+                   "flop tally %s: %.0f = %.0f (reference %.0f, %.2fx)", mode ? "rows" : "uniform", bs.flops,
+                   want, ref, ref / want);
         lm_meta_batch_ws_free(ws);
         free(gf);
         batch_free(&b);
@@ -421,8 +425,7 @@ int main(void)
         small_config(&cfg, LM_NET_META_MLP, 0, LM_NET_LOSS_BCE, 0);
         lm_net n;
         net_make(&n, &cfg);
-        static const int all[3] = {LM_BATCH_KERNEL_PLAIN, LM_BATCH_KERNEL_AVX2,
-                                   LM_BATCH_KERNEL_AVX512};
+        static const int all[3] = {LM_BATCH_KERNEL_PLAIN, LM_BATCH_KERNEL_AVX2, LM_BATCH_KERNEL_AVX512};
         for (int k = 0; k < 3; k++) {
             lm_meta_batch_ws *ws = NULL;
             lm_err err = {0};
@@ -463,14 +466,14 @@ int main(void)
             for (int fo = 0; fo < 2; fo++)
                 for (int wi = 0; wi < 2; wi++) {
                     if (i >= 2 && (si + fo + wi + (int)i) % 2) continue;
-                    check_config(name, &cfg, (si + fo + 2 * wi + (int)i) % 3, steps[si], fo,
-                                 wi ? 3.0 : 0.0, LM_ALGO_LIMAML);
+                    check_config(name, &cfg, (si + fo + 2 * wi + (int)i) % 3, steps[si], fo, wi ? 3.0 : 0.0,
+                                 LM_ALGO_LIMAML);
                 }
         check_config(name, &cfg, 2, 0, 0, 0, LM_ALGO_PLAIN);
     }
     check_edges();
     check_flops();
-    printf("worst normwise relative error against f64: objective %.2e, grad_m %.2e, grad_g %.2e\n",
-           worst_obj, worst_gm, worst_gg);
+    printf("worst normwise relative error against f64: objective %.2e, grad_m %.2e, grad_g %.2e\n", worst_obj,
+           worst_gm, worst_gg);
     return check_summary();
 }

@@ -50,8 +50,8 @@ static const char *pool_name(int p)
  * (cosine weights) absolute errors dw_i of the same size, so relative to max|out| it amplifies
  * by (sum_i |w_i| max|e_i| + [cos] sum_i (max|e_i| + max|out|)) / (|sum_i w_i| max|out|):
  * large when the cosine weights cancel. Tolerances scale with it. */
-static double ref_f64(const lm_net *n, const double *theta_m, const double *theta_g,
-                      const lm_rows_f64 *r, uint32_t steps, double alpha, int pool, double *out)
+static double ref_f64(const lm_net *n, const double *theta_m, const double *theta_g, const lm_rows_f64 *r,
+                      uint32_t steps, double alpha, int pool, double *out)
 {
     double cond = 1, wabs = 0;
     lm_meta_ws_f64 ws;
@@ -59,15 +59,16 @@ static double ref_f64(const lm_net *n, const double *theta_m, const double *thet
     size_t E = n->E, B = r->n;
     if (lm_meta_ws_alloc_f64(&ws, n, B, 1, 0, &err)) exit(2);
     double *tm = dalloc(n->meta_np), *all = dalloc(B * E);
-    lm_meta_adapt_f64(n, &ws, LM_ALGO_LIMAML, steps, alpha, theta_m, theta_g, r, tm, NULL,
-                      LM_DROPOUT_OFF, NULL);
+    lm_meta_adapt_f64(n, &ws, LM_ALGO_LIMAML, steps, alpha, theta_m, theta_g, r, tm, NULL, LM_DROPOUT_OFF,
+                      NULL);
     lm_net_embed_f64(n, &ws, tm, r->meta, B, all);
     const double *last = all + (B - 1) * E;
     if (pool == LM_POOL_LATEST) {
         memcpy(out, last, E * sizeof *out);
     } else {
         double lnorm = 0, wsum = 0;
-        for (size_t j = 0; j < E; j++) out[j] = pool == LM_POOL_MAX ? -INFINITY : 0, lnorm += last[j] * last[j];
+        for (size_t j = 0; j < E; j++)
+            out[j] = pool == LM_POOL_MAX ? -INFINITY : 0, lnorm += last[j] * last[j];
         lnorm = sqrt(lnorm);
         for (size_t i = 0; i < B; i++) {
             const double *e = all + i * E;
@@ -87,7 +88,8 @@ static double ref_f64(const lm_net *n, const double *theta_m, const double *thet
         }
         if (pool != LM_POOL_MAX) {
             double omax = 0;
-            for (size_t j = 0; j < E; j++) out[j] = fabs(wsum) > 1e-12 ? out[j] / wsum : 0, omax = fmax(omax, fabs(out[j]));
+            for (size_t j = 0; j < E; j++)
+                out[j] = fabs(wsum) > 1e-12 ? out[j] / wsum : 0, omax = fmax(omax, fabs(out[j]));
             if (pool == LM_POOL_COS) wabs += (double)B * omax;
             if (omax > 0 && fabs(wsum) > 1e-12) cond = fmax(1, wabs / (fabs(wsum) * omax));
         }
@@ -172,7 +174,8 @@ static double normrel_fd(const float *a, const double *ref, size_t n)
  * with the side of the kink rounding lands on, so any two float computations may part (the f32
  * reference and double do too: a few tasks in 10,000 of the trained default net at k = 5;
  * docs/EMBED.md). Only asked about tasks that fail. */
-static int near_kink(const model *m, const lm_rows_f64 *r, uint32_t k, double alpha, int pool, const double *ref)
+static int near_kink(const model *m, const lm_rows_f64 *r, uint32_t k, double alpha, int pool,
+                     const double *ref)
 {
     const lm_net *n = &m->n;
     double *tm = dalloc(n->meta_np), *tg = dalloc(n->global_np), *o = dalloc(n->E), worst = 0;
@@ -233,8 +236,9 @@ static void check_net(const char *name, const lm_net_config *c, double alpha)
                         nkink++;
                     } else if (!(e32 <= TOL && e64 <= TOL)) {
                         if (tol_ok)
-                            printf("FAIL %s %s k=%u %s B=%zu %s: rel %.2e vs f32 ref, %.2e vs f64 (f32 ref vs f64: %.2e)\n", name,
-                                   kernel_name(kernels[kk]), k, pool_name(pool), Rf[i].n,
+                            printf("FAIL %s %s k=%u %s B=%zu %s: rel %.2e vs f32 ref, %.2e vs f64 (f32 ref "
+                                   "vs f64: %.2e)\n",
+                                   name, kernel_name(kernels[kk]), k, pool_name(pool), Rf[i].n,
                                    i % 2 ? "per-row" : "uniform", e32, e64, normrel_fd(ref32, ref64, E));
                         tol_ok = 0;
                     }
@@ -244,22 +248,27 @@ static void check_net(const char *name, const lm_net_config *c, double alpha)
                         double pd[LM_EMBED_MAX_DIM];
                         to_f64(pd, plain, E);
                         double ek = normrel_fd(out, pd, E) / cond;
-                        if (ek <= TOL) wk = fmax(wk, ek);
-                        else if (!near_kink(&m, &R[i], k, alpha, pool, ref64)) kern_ok = 0;
+                        if (ek <= TOL)
+                            wk = fmax(wk, ek);
+                        else if (!near_kink(&m, &R[i], k, alpha, pool, ref64))
+                            kern_ok = 0;
                     }
                     /* determinism, and the same bits on workspaces of other sizes and after
                      * other tasks (the workspace's last task differs) */
                     lm_meta_embed_f32(m.plan[kk], ws, &Rf[i], k, alpha, pool, again);
                     det_ok &= !memcmp(out, again, E * sizeof *out);
-                    lm_meta_embed_f32(m.plan[kk], ws_small, &Rf[(i + 1) % (2 * NSIZES)], k, alpha, pool, again);
+                    lm_meta_embed_f32(m.plan[kk], ws_small, &Rf[(i + 1) % (2 * NSIZES)], k, alpha, pool,
+                                      again);
                     lm_meta_embed_f32(m.plan[kk], ws_small, &Rf[i], k, alpha, pool, again);
                     bits_ok &= !memcmp(out, again, E * sizeof *out);
                     lm_meta_embed_f32(m.plan[kk], ws_one, &Rf[i], k, alpha, pool, again);
                     bits_ok &= !memcmp(out, again, E * sizeof *out);
                 }
             }
-    check_true(tol_ok, "%-34s vs f32 and f64 references: worst rel %.1e, %.1e (tol %.0e; pooling condition <= %.0f; "
-               "%zu near a kink)", name, wf32, wf64, TOL, wcond, nkink);
+    check_true(tol_ok,
+               "%-34s vs f32 and f64 references: worst rel %.1e, %.1e (tol %.0e; pooling condition <= %.0f; "
+               "%zu near a kink)",
+               name, wf32, wf64, TOL, wcond, nkink);
     check_true(kern_ok, "%-34s every kernel within %.0e of the plain loops: worst %.1e", name, TOL, wk);
     check_true(det_ok, "%-34s a second call gives the same bits", name);
     check_true(bits_ok, "%-34s same bits after other tasks, P kept or recomputed, blocks of 7, 1", name);
@@ -295,11 +304,14 @@ static void check_batch(const lm_net_config *c)
         {
             lm_meta_embed_ws *w = ws_new(n, 64);
 #pragma omp for schedule(dynamic, 3)
-            for (size_t t = 0; t < T; t++) lm_meta_embed_f32(m.plan[kk], w, &Rf[T - 1 - t], 3, 0.1, (T - 1 - t) % 4, par + (T - 1 - t) * E);
+            for (size_t t = 0; t < T; t++)
+                lm_meta_embed_f32(m.plan[kk], w, &Rf[T - 1 - t], 3, 0.1, (T - 1 - t) % 4,
+                                  par + (T - 1 - t) * E);
             lm_meta_embed_ws_free(w);
         }
         same = !memcmp(alone, par, T * E * sizeof *par);
-        check_true(same, "%-6s %zu tasks in a 4-thread OpenMP loop: each one's bits as alone", kernel_name(kernels[kk]), T);
+        check_true(same, "%-6s %zu tasks in a 4-thread OpenMP loop: each one's bits as alone",
+                   kernel_name(kernels[kk]), T);
         lm_meta_embed_ws_free(ws);
     }
     for (size_t t = 0; t < T; t++) lm_rows_free_f64(&R[t]), lm_rows_free_f32(&Rf[t]);
@@ -319,20 +331,24 @@ static void check_refusals(void)
     small_config(&c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0);
     c.nglobal_hidden = 0;
     net_make(&n, &c);
-    check_true(lm_meta_embed_supported(&n, &err) == LM_EINVAL, "a global block without a hidden layer is refused: %s",
-               err.msg);
+    check_true(lm_meta_embed_supported(&n, &err) == LM_EINVAL,
+               "a global block without a hidden layer is refused: %s", err.msg);
     small_config(&c, LM_NET_META_MLP, 2, LM_NET_LOSS_BCE, 0.3);
     net_make(&n, &c);
-    check_true(lm_meta_embed_supported(&n, NULL) == LM_OK, "dropout does not matter (adaptation runs without)");
+    check_true(lm_meta_embed_supported(&n, NULL) == LM_OK,
+               "dropout does not matter (adaptation runs without)");
     lm_net_config_default(&c);
     c.nmeta = 9, c.ndense = 9, c.ncat = 2;
     c.cat_buckets[0] = 5001, c.cat_dim[0] = 8, c.cat_buckets[1] = 4, c.cat_dim[1] = 4;
     net_make(&n, &c);
-    double f0 = lm_meta_embed_flops(&n, 12, 0, LM_POOL_LATEST, 1), f1 = lm_meta_embed_flops(&n, 12, 1, LM_POOL_LATEST, 1);
-    double f5 = lm_meta_embed_flops(&n, 12, 5, LM_POOL_LATEST, 1), f1r = lm_meta_embed_flops(&n, 12, 1, LM_POOL_LATEST, 0);
+    double f0 = lm_meta_embed_flops(&n, 12, 0, LM_POOL_LATEST, 1),
+           f1 = lm_meta_embed_flops(&n, 12, 1, LM_POOL_LATEST, 1);
+    double f5 = lm_meta_embed_flops(&n, 12, 5, LM_POOL_LATEST, 1),
+           f1r = lm_meta_embed_flops(&n, 12, 1, LM_POOL_LATEST, 0);
     check_true(0 < f0 && f0 < f1 && f1 < f5 && f1 < f1r,
-               "flops, default net on the synthetic shape, 12 rows: k=0 %.0f, k=1 %.0f (per-row meta %.0f), k=5 %.0f", f0,
-               f1, f1r, f5);
+               "flops, default net on the synthetic shape, 12 rows: k=0 %.0f, k=1 %.0f (per-row meta %.0f), "
+               "k=5 %.0f",
+               f0, f1, f1r, f5);
 }
 
 /* ============================================================================================
@@ -397,12 +413,19 @@ static void check_end_to_end(int emb_logit)
         snprintf(url, sizeof url, "lmdb://%s/store", dir);
         rc = lm_store_open(&st, url, LM_STORE_CREATE, &err);
     }
-    if (!check_true(rc == LM_OK, "end to end%s: synth, prepare, model, store (%s)", emb_logit ? " (emb_logit)" : "",
-                    rc ? err.msg : "ok"))
+    if (!check_true(rc == LM_OK, "end to end%s: synth, prepare, model, store (%s)",
+                    emb_logit ? " (emb_logit)" : "", rc ? err.msg : "ok"))
         goto done;
     uint64_t ntasks = lm_dataset_ntasks(ds);
-    static const struct { uint32_t steps; int pool; int threads; size_t chunk; } runs[] = {
-        {UINT32_MAX, LM_POOL_LATEST, 2, 37}, {1, LM_POOL_COS, 1, 1000}, {0, LM_POOL_MEAN, 2, 2}, {5, LM_POOL_MAX, 2, 1}};
+    static const struct {
+        uint32_t steps;
+        int pool;
+        int threads;
+        size_t chunk;
+    } runs[] = {{UINT32_MAX, LM_POOL_LATEST, 2, 37},
+                {1, LM_POOL_COS, 1, 1000},
+                {0, LM_POOL_MEAN, 2, 2},
+                {5, LM_POOL_MAX, 2, 1}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         lm_embed_opts o;
         lm_embed_opts_default(&o);
@@ -412,7 +435,8 @@ static void check_end_to_end(int emb_logit)
         o.chunk = runs[i].chunk;
         lm_embed_report rep;
         rc = lm_embed(m, ds, st, &o, &rep, &err);
-        if (!check_true(rc == LM_OK && rep.written == ntasks, "lm_embed %s k=%d %s: %llu of %llu written (%s)", ver,
+        if (!check_true(rc == LM_OK && rep.written == ntasks,
+                        "lm_embed %s k=%d %s: %llu of %llu written (%s)", ver,
                         (int)(runs[i].steps == UINT32_MAX ? 3 : runs[i].steps), pool_name(runs[i].pool),
                         (unsigned long long)rep.written, (unsigned long long)ntasks, rc ? err.msg : "ok"))
             continue;
@@ -454,8 +478,8 @@ static void check_end_to_end(int emb_logit)
             lm_rows_free_f32(&r), lm_meta_ws_free_f32(&rws);
             free(tm), free(scr);
         }
-        check_true(same == ntasks, "  ... every stored vector equals lm_adapt_task bit for bit (%zu of %llu)", same,
-                   (unsigned long long)ntasks);
+        check_true(same == ntasks, "  ... every stored vector equals lm_adapt_task bit for bit (%zu of %llu)",
+                   same, (unsigned long long)ntasks);
         check_true(fast == ntasks, "  ... and lm_meta_embed_f32 on the task's rows (%zu of %llu)", fast,
                    (unsigned long long)ntasks);
         check_true(close == ntasks, "  ... and lm_meta_task_embedding within %.0e (%zu of %llu)", TOL, close,
@@ -511,7 +535,8 @@ int main(void)
         static const int order[3] = {LM_BATCH_KERNEL_PLAIN, LM_BATCH_KERNEL_AVX2, LM_BATCH_KERNEL_AVX512};
         for (int i = 0; i < 3; i++) {
             lm_meta_embed_plan *p = NULL;
-            if (lm_meta_embed_plan_alloc(&p, &n, tm, tg, order[i], NULL) == LM_OK) kernels[nkernels++] = order[i];
+            if (lm_meta_embed_plan_alloc(&p, &n, tm, tg, order[i], NULL) == LM_OK)
+                kernels[nkernels++] = order[i];
             lm_meta_embed_plan_free(p);
         }
         free(tm), free(tg);
@@ -577,7 +602,9 @@ int main(void)
     check_refusals();
     check_end_to_end(0);
     check_end_to_end(1);
-    printf("worst normwise relative error (over the pooling's condition number): vs f32 reference %.2e, vs f64 %.2e, "
-           "kernels vs plain %.2e\n", worst_f32, worst_f64, worst_kern);
+    printf("worst normwise relative error (over the pooling's condition number): vs f32 reference %.2e, vs "
+           "f64 %.2e, "
+           "kernels vs plain %.2e\n",
+           worst_f32, worst_f64, worst_kern);
     return check_summary();
 }

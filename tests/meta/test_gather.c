@@ -46,15 +46,14 @@ static void write_log(const char *csv, const char *schema, int split_col, lm_rng
     for (int u = 1; u <= 7; u++) {
         int n = 3 + (int)lm_rng_below(rng, 14);
         for (int i = 0; i < n; i++) {
-            len += (size_t)snprintf(text + len, cap - len, "u%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%u,%u",
-                                    u, 1700000000 + 3600 * i + u, lm_rng_uniform(rng) < 0.3,
+            len += (size_t)snprintf(text + len, cap - len, "u%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%u,%u", u,
+                                    1700000000 + 3600 * i + u, lm_rng_uniform(rng) < 0.3, lm_rng_normal(rng),
                                     lm_rng_normal(rng), lm_rng_normal(rng), lm_rng_normal(rng),
-                                    lm_rng_normal(rng), lm_rng_normal(rng),
-                                    (unsigned)lm_rng_below(rng, 30), (unsigned)lm_rng_below(rng, 4));
+                                    lm_rng_normal(rng), (unsigned)lm_rng_below(rng, 30),
+                                    (unsigned)lm_rng_below(rng, 4));
             if (split_col) {
                 /* users 1-3 in time order; the others in a scrambled order */
-                int part = u <= 3 ? (i < n / 2 ? 0 : i < 3 * n / 4 ? 1 : 2)
-                                  : (int)lm_rng_below(rng, 3);
+                int part = u <= 3 ? (i < n / 2 ? 0 : i < 3 * n / 4 ? 1 : 2) : (int)lm_rng_below(rng, 3);
                 len += (size_t)snprintf(text + len, cap - len, ",%s", parts[part]);
             }
             len += (size_t)snprintf(text + len, cap - len, "\n");
@@ -134,10 +133,10 @@ static void check_dataset(const char *name, lm_dataset *ds, int expect_noncontig
         noncontig += !task->contiguous;
     }
     check_true(lm_dataset_ntasks(ds) == 7 && nm == 3 && nd == 2 && nc == 2,
-               "%s: %llu tasks, widths %zu %zu %zu", name,
-               (unsigned long long)lm_dataset_ntasks(ds), nm, nd, nc);
-    check_true(expect_noncontig ? noncontig > 0 : noncontig == 0, "%s: %zu tasks not contiguous",
-               name, noncontig);
+               "%s: %llu tasks, widths %zu %zu %zu", name, (unsigned long long)lm_dataset_ntasks(ds), nm, nd,
+               nc);
+    check_true(expect_noncontig ? noncontig > 0 : noncontig == 0, "%s: %zu tasks not contiguous", name,
+               noncontig);
     lm_rows_f32 r32;
     lm_rows_f64 r64;
     lm_err err = {0};
@@ -172,8 +171,8 @@ static void check_dataset(const char *name, lm_dataset *ds, int expect_noncontig
     lm_rows_f32 small;
     lm_rows_alloc_f32(&small, nm, nd, nc, 1, NULL);
     int rc = lm_rows_gather_f32(&small, ds, big, LM_META_SPLIT_TRAIN, &err);
-    check_true(rc == LM_ELIMIT && small.n == 0, "%s: a 1-row buffer for %u train rows: LM_ELIMIT (%s)",
-               name, big->nsplit[0] + big->nsplit[1], err.msg);
+    check_true(rc == LM_ELIMIT && small.n == 0, "%s: a 1-row buffer for %u train rows: LM_ELIMIT (%s)", name,
+               big->nsplit[0] + big->nsplit[1], err.msg);
     lm_rows_f32 wrong;
     lm_rows_alloc_f32(&wrong, nm + 1, nd, nc, maxn, NULL);
     rc = lm_rows_gather_f32(&wrong, ds, big, LM_SPLIT_SUPPORT, &err);
@@ -192,9 +191,9 @@ static void check_training_step(lm_dataset *ds, lm_rng *rng)
     lm_net_config cfg;
     lm_net_config_default(&cfg);
     lm_err err = {0};
-    check_true(lm_net_config_from_schema(&cfg, lm_dataset_schema(ds), &err) == LM_OK &&
-                   cfg.nmeta == 3 && cfg.ndense == 2 && cfg.ncat == 2 && cfg.cat_buckets[0] == 32 &&
-                   cfg.cat_dim[0] == 4 && cfg.cat_dim[1] == 2 && cfg.loss == LM_NET_LOSS_BCE,
+    check_true(lm_net_config_from_schema(&cfg, lm_dataset_schema(ds), &err) == LM_OK && cfg.nmeta == 3 &&
+                   cfg.ndense == 2 && cfg.ncat == 2 && cfg.cat_buckets[0] == 32 && cfg.cat_dim[0] == 4 &&
+                   cfg.cat_dim[1] == 2 && cfg.loss == LM_NET_LOSS_BCE,
                "config from the dataset's schema");
     lm_net n;
     net_make(&n, &cfg);
@@ -225,8 +224,7 @@ static void check_training_step(lm_dataset *ds, lm_rng *rng)
     for (size_t i = 0; i < n.meta_np; i++) norm += (double)gm[i] * gm[i];
     for (size_t i = 0; i < n.global_np; i++) norm += (double)gg[i] * gg[i];
     check_true(used > 0 && isfinite(F) && F > 0 && isfinite(norm) && norm > 0,
-               "LiMAML meta-gradient on %zu gathered tasks: objective %.4f, |g| %.4g", used, F,
-               sqrt(norm));
+               "LiMAML meta-gradient on %zu gathered tasks: objective %.4f, |g| %.4g", used, F, sqrt(norm));
     lm_rows_free_f32(&S);
     lm_rows_free_f32(&Q);
     lm_meta_ws_free_f32(&ws);

@@ -102,8 +102,8 @@ static double run_tasks(problem *p, int mode, double *g, double *adapted)
     for (int t = 0; t < NTASK; t++) {
         double *am = adapted ? adapted + t * (p->Pm + p->Pg) : NULL;
         double *ag = am && p->maml ? am + p->Pm : NULL;
-        F += lm_meta_task_f64(&p->n, &o, &p->ws[t], p->tm + p->slice[t], p->tg, &p->S[t], &p->Q[t],
-                              am, ag, g + p->slice[t], g + p->Pmf, NULL, &rng);
+        F += lm_meta_task_f64(&p->n, &o, &p->ws[t], p->tm + p->slice[t], p->tg, &p->S[t], &p->Q[t], am, ag,
+                              g + p->slice[t], g + p->Pmf, NULL, &rng);
     }
     return F;
 }
@@ -128,8 +128,7 @@ static double reference(problem *p, const double *frozen, double *adapted)
             for (size_t k = 0; k < p->o.steps; k++) {
                 memset(gm, 0, Pm * sizeof(double));
                 memset(gg, 0, Pg * sizeof(double));
-                lm_net_grad_f64(&p->n, ws, k, cm, cg, &p->S[t], gm, p->maml ? gg : NULL, p->keep,
-                                NULL);
+                lm_net_grad_f64(&p->n, ws, k, cm, cg, &p->S[t], gm, p->maml ? gg : NULL, p->keep, NULL);
                 for (size_t i = 0; i < Pm; i++) cm[i] -= p->o.alpha * gm[i];
                 if (p->maml)
                     for (size_t i = 0; i < Pg; i++) cg[i] -= p->o.alpha * gg[i];
@@ -138,8 +137,7 @@ static double reference(problem *p, const double *frozen, double *adapted)
         size_t n = p->o.steps;
         F += lm_net_forward_f64(&p->n, ws, n, cm, cg, &p->Q[t], p->keep, NULL);
         if (p->o.support_weight > 0)
-            F += p->o.support_weight *
-                 lm_net_forward_f64(&p->n, ws, n + 1, cm, cg, &p->S[t], p->keep, NULL);
+            F += p->o.support_weight * lm_net_forward_f64(&p->n, ws, n + 1, cm, cg, &p->S[t], p->keep, NULL);
         if (adapted) {
             memcpy(adapted + t * (Pm + Pg), cm, Pm * sizeof(double));
             memcpy(adapted + t * (Pm + Pg) + Pm, cg, Pg * sizeof(double));
@@ -188,8 +186,7 @@ static void check_case(int kind, int algo, size_t steps, int first_order, double
     check_close(NULL, name, &F, &Fref, 1, 1e-15, 1e-13);
     if (!p.maml) /* LiMAML leaves the global block: compare the meta slices only */
         for (int t = 0; t < NTASK; t++)
-            memcpy(ad + t * (p.Pm + p.Pg) + p.Pm, ad_ref + t * (p.Pm + p.Pg) + p.Pm,
-                   p.Pg * sizeof(double));
+            memcpy(ad + t * (p.Pm + p.Pg) + p.Pm, ad_ref + t * (p.Pm + p.Pg) + p.Pm, p.Pg * sizeof(double));
     snprintf(name, sizeof name, "%s: adapted params = %zu manual SGD steps", tag, steps);
     check_close(NULL, name, ad, ad_ref, PA, 1e-15, 1e-12);
 
@@ -261,8 +258,8 @@ static void test_f32_vs_f64(int kind, int algo, size_t steps, double w, double d
         rows_to_f32(&S[t], &p.S[t]);
         rows_to_f32(&Q[t], &p.Q[t]);
         lm_meta_ws_alloc_f32(&ws[t], &p.n, p.ws[t].lay.max_rows, steps, p.maml, NULL);
-        F64 += lm_meta_task_f64(&p.n, &p.o, &p.ws[t], p.tm + p.slice[t], p.tg, &p.S[t], &p.Q[t], NULL,
-                                NULL, g64 + p.slice[t], g64 + p.Pmf, NULL, &r64);
+        F64 += lm_meta_task_f64(&p.n, &p.o, &p.ws[t], p.tm + p.slice[t], p.tg, &p.S[t], &p.Q[t], NULL, NULL,
+                                g64 + p.slice[t], g64 + p.Pmf, NULL, &r64);
         F32 += lm_meta_task_f32(&p.n, &p.o, &ws[t], tm + p.slice[t], tg, &S[t], &Q[t], NULL, NULL,
                                 g32 + p.slice[t], g32 + p.Pmf, NULL, &r32);
     }
@@ -318,16 +315,16 @@ static void test_plain_and_adapt(int kind)
         lm_meta_ws_f64 ws;
         lm_meta_ws_alloc_f64(&ws, &p.n, p.ws[0].lay.max_rows, steps, maml, NULL);
         const double *tm = p.tm + p.slice[1];
-        double l0 = lm_meta_adapt_f64(&p.n, &ws, maml ? LM_ALGO_MAML : LM_ALGO_LIMAML, steps, 0.4, tm,
-                                      p.tg, &p.S[1], om, maml ? og : NULL, LM_DROPOUT_OFF, NULL);
+        double l0 = lm_meta_adapt_f64(&p.n, &ws, maml ? LM_ALGO_MAML : LM_ALGO_LIMAML, steps, 0.4, tm, p.tg,
+                                      &p.S[1], om, maml ? og : NULL, LM_DROPOUT_OFF, NULL);
         memcpy(cm, tm, Pm * sizeof(double));
         memcpy(cg, p.tg, Pg * sizeof(double));
         double m0 = 0;
         for (size_t s = 0; s < steps; s++) {
             memset(gm, 0, Pm * sizeof(double));
             memset(gg, 0, Pg * sizeof(double));
-            double l = lm_net_grad_f64(&p.n, &ws, 0, cm, cg, &p.S[1], gm, maml ? gg : NULL,
-                                       LM_DROPOUT_OFF, NULL);
+            double l =
+                lm_net_grad_f64(&p.n, &ws, 0, cm, cg, &p.S[1], gm, maml ? gg : NULL, LM_DROPOUT_OFF, NULL);
             if (s == 0) m0 = l;
             for (size_t i = 0; i < Pm; i++) cm[i] -= 0.4 * gm[i];
             if (maml)
@@ -343,11 +340,11 @@ static void test_plain_and_adapt(int kind)
         check_true(l0 == m0, "%s adapt returns the loss before adapting (%.6f)", k, l0);
         if (maml) { /* the vanilla baseline's fine-tuning moves the whole network too */
             double *pm = dalloc(Pm), *pg = dalloc(Pg);
-            lm_meta_adapt_f64(&p.n, &ws, LM_ALGO_PLAIN, steps, 0.4, tm, p.tg, &p.S[1], pm, pg,
-                              LM_DROPOUT_OFF, NULL);
+            lm_meta_adapt_f64(&p.n, &ws, LM_ALGO_PLAIN, steps, 0.4, tm, p.tg, &p.S[1], pm, pg, LM_DROPOUT_OFF,
+                              NULL);
             snprintf(name, sizeof name, "%s adapt (PLAIN): both blocks = manual SGD", k);
-            check_true(!memcmp(pm, cm, Pm * sizeof(double)) && !memcmp(pg, cg, Pg * sizeof(double)),
-                       "%s", name);
+            check_true(!memcmp(pm, cm, Pm * sizeof(double)) && !memcmp(pg, cg, Pg * sizeof(double)), "%s",
+                       name);
             free(pm), free(pg);
         }
         lm_meta_opts o = p.o;
@@ -355,18 +352,17 @@ static void test_plain_and_adapt(int kind)
         o.steps = steps;
         o.dropout_mode = LM_DROPOUT_OFF;
         lm_meta_stats st;
-        lm_meta_task_f64(&p.n, &o, &ws, tm, p.tg, &p.S[1], &p.Q[1], am, maml ? ag : NULL, NULL, NULL,
-                         &st, NULL);
+        lm_meta_task_f64(&p.n, &o, &ws, tm, p.tg, &p.S[1], &p.Q[1], am, maml ? ag : NULL, NULL, NULL, &st,
+                         NULL);
         snprintf(name, sizeof name, "%s adapt = lm_meta_task's adapted meta block (%s)", k,
                  maml ? "MAML" : "LiMAML");
         check_close(NULL, name, om, am, Pm, 0, 0);
         check_true(st.support_loss == l0 && st.objective == st.query_loss,
-                   "%s stats: support loss before %.6f, query after %.6f", k, st.support_loss,
-                   st.query_loss);
+                   "%s stats: support loss before %.6f, query after %.6f", k, st.support_loss, st.query_loss);
         /* in place */
         memcpy(cm, tm, Pm * sizeof(double));
-        lm_meta_adapt_f64(&p.n, &ws, LM_ALGO_LIMAML, steps, 0.4, cm, p.tg, &p.S[1], cm, NULL,
-                          LM_DROPOUT_OFF, NULL);
+        lm_meta_adapt_f64(&p.n, &ws, LM_ALGO_LIMAML, steps, 0.4, cm, p.tg, &p.S[1], cm, NULL, LM_DROPOUT_OFF,
+                          NULL);
         if (!maml) check_close(NULL, "adapt in place", cm, om, Pm, 0, 0);
         /* the meta embedding of Algorithm 2b: the adapted block on the latest example */
         double E[3], Eref[3];
@@ -374,8 +370,7 @@ static void test_plain_and_adapt(int kind)
         lm_net_embed_f64(&p.n, &ws, om, last.meta, 1, E);
         lm_net_forward_f64(&p.n, &ws, 0, om, p.tg, &last, LM_DROPOUT_OFF, NULL);
         memcpy(Eref, ws.buf + ws.lay.off_slots + ws.lay.st_E, sizeof Eref);
-        check_close(NULL, "meta embedding = the meta block's output on the latest example", E, Eref,
-                    3, 0, 0);
+        check_close(NULL, "meta embedding = the meta block's output on the latest example", E, Eref, 3, 0, 0);
         lm_meta_ws_free_f64(&ws);
         free(om), free(og), free(am), free(ag), free(cm), free(cg), free(gm), free(gg);
     }
@@ -404,18 +399,17 @@ static void test_edges(void)
     double *g = dalloc(P), *ref = dalloc(P), *am = dalloc(p.Pm);
     lm_rows_f64 empty = lm_rows_view_f64(&p.S[0], 0, 0);
     p.o.dropout_mode = LM_DROPOUT_OFF;
-    double F = lm_meta_task_f64(&p.n, &p.o, &p.ws[0], p.tm, p.tg, &empty, &p.Q[0], am, NULL, g,
-                                g + p.Pmf, NULL, NULL);
-    double Fr = lm_net_grad_f64(&p.n, &p.ws[0], 0, p.tm, p.tg, &p.Q[0], ref, ref + p.Pmf,
-                                LM_DROPOUT_OFF, NULL);
-    check_close(NULL, "empty support: the meta-gradient is the plain query gradient", g, ref, P,
-                1e-15, 1e-13);
+    double F = lm_meta_task_f64(&p.n, &p.o, &p.ws[0], p.tm, p.tg, &empty, &p.Q[0], am, NULL, g, g + p.Pmf,
+                                NULL, NULL);
+    double Fr =
+        lm_net_grad_f64(&p.n, &p.ws[0], 0, p.tm, p.tg, &p.Q[0], ref, ref + p.Pmf, LM_DROPOUT_OFF, NULL);
+    check_close(NULL, "empty support: the meta-gradient is the plain query gradient", g, ref, P, 1e-15,
+                1e-13);
     check_close(NULL, "empty support: adapted = theta", am, p.tm, p.Pm, 0, 0);
     check_true(fabs(F - Fr) < 1e-15, "empty support: objective = query loss");
     memset(g, 0, P * sizeof(double));
     p.o.steps = 0, p.o.support_weight = 0;
-    lm_meta_task_f64(&p.n, &p.o, &p.ws[0], p.tm, p.tg, NULL, &p.Q[0], NULL, NULL, g, g + p.Pmf, NULL,
-                     NULL);
+    lm_meta_task_f64(&p.n, &p.o, &p.ws[0], p.tm, p.tg, NULL, &p.Q[0], NULL, NULL, g, g + p.Pmf, NULL, NULL);
     check_close(NULL, "n = 0: the meta-gradient is the plain query gradient", g, ref, P, 1e-15, 1e-13);
     free(g), free(ref), free(am);
     problem_teardown(&p);

@@ -17,10 +17,10 @@ static lm_rng rng;
 typedef struct net_ctx {
     lm_net n;
     size_t Pm, Pg, B;
-    double *tm, *tg;      // tm: (Pm) the task's slice; tg: (Pg)
+    double *tm, *tg; // tm: (Pm) the task's slice; tg: (Pg)
     lm_rows_f64 r;
     lm_meta_ws_f64 ws;
-    int mode;             // LM_DROPOUT_KEEP after the first forward (OFF without dropout)
+    int mode; // LM_DROPOUT_KEEP after the first forward (OFF without dropout)
 } net_ctx;
 
 static void ctx_setup(net_ctx *c, const lm_net_config *cfg, size_t B)
@@ -116,7 +116,8 @@ static void check_passes(const char *name, const lm_net_config *cfg, size_t B)
     ctx_grad(&c, g);
     fd_grad(&c, ref);
     snprintf(label, sizeof label, "%s: [grad_m | grad_g] vs FD", name);
-    check_close(check_emb_logit ? "emb_logit net gradient vs FD" : "net gradient vs FD", label, g, ref, P, ATOL, RTOL);
+    check_close(check_emb_logit ? "emb_logit net gradient vs FD" : "net gradient vs FD", label, g, ref, P,
+                ATOL, RTOL);
 
     /* weight scales the backward */
     memset(w, 0, P * sizeof(double));
@@ -134,18 +135,18 @@ static void check_passes(const char *name, const lm_net_config *cfg, size_t B)
         if (d != 0) memcpy(vd + Pm, v + Pm, Pg * sizeof(double));
         ctx_loss(&c);
         memset(hv, 0, P * sizeof(double));
-        lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, d == 1 ? NULL : vd, d == 0 ? NULL : vd + Pm,
-                       1.0, hv, hv + Pm);
+        lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, d == 1 ? NULL : vd, d == 0 ? NULL : vd + Pm, 1.0, hv,
+                       hv + Pm);
         fd_hvp(&c, vd, ref);
         snprintf(label, sizeof label, "%s: H v, %s, vs FD of the gradient", name, dir[d]);
-        check_close(check_emb_logit ? "emb_logit net H v vs FD" : "net H v vs FD", label, hv, ref, P, ATOL, RTOL);
+        check_close(check_emb_logit ? "emb_logit net H v vs FD" : "net H v vs FD", label, hv, ref, P, ATOL,
+                    RTOL);
         free(vd);
     }
     /* weight and accumulation: two calls with weight 0.5 add up to one with weight 1 */
     ctx_loss(&c);
     memset(w, 0, P * sizeof(double));
-    for (int k = 0; k < 2; k++)
-        lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, v, v + Pm, 0.5, w, w + Pm);
+    for (int k = 0; k < 2; k++) lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, v, v + Pm, 0.5, w, w + Pm);
     snprintf(label, sizeof label, "%s: H v adds (+=), weight 0.5 twice = 1", name);
     check_close(NULL, label, w, hv, P, 1e-14, 1e-11);
 
@@ -161,7 +162,8 @@ static void check_f32(const char *name, const float *a, const double *ref, size_
 {
     double *a64 = dalloc(n);
     to_f64(a64, a, n);
-    check_close(check_emb_logit ? "emb_logit net f32 vs f64" : "net f32 vs f64", name, a64, ref, n, F32_ATOL, F32_RTOL);
+    check_close(check_emb_logit ? "emb_logit net f32 vs f64" : "net f32 vs f64", name, a64, ref, n, F32_ATOL,
+                F32_RTOL);
     free(a64);
 }
 
@@ -185,8 +187,7 @@ static void test_f32_vs_f64(int meta_kind, double dropout)
 
     lm_rng r1, r2;
     lm_rng_seed(&r1, 77), lm_rng_seed(&r2, 77);
-    double l64 = lm_net_grad_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, g64, g64 + Pm,
-                                 LM_DROPOUT_SAMPLE, &r1);
+    double l64 = lm_net_grad_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, g64, g64 + Pm, LM_DROPOUT_SAMPLE, &r1);
     double l32 = lm_net_grad_f32(&c.n, &ws32, 0, tm, tg, &r32, g32, g32 + Pm, LM_DROPOUT_SAMPLE, &r2);
     lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &c.r, v, v + Pm, 1.0, hv64, hv64 + Pm);
     lm_net_hvp_f32(&c.n, &ws32, 0, tm, tg, &r32, v32, v32 + Pm, 1.0, hv32, hv32 + Pm);
@@ -194,7 +195,8 @@ static void test_f32_vs_f64(int meta_kind, double dropout)
     const char *kind = meta_kind == LM_NET_META_MLP ? (check_emb_logit ? "emb_logit mlp" : "mlp")
                                                     : (check_emb_logit ? "emb_logit id" : "id");
     snprintf(label, sizeof label, "f32 vs f64 (%s meta, dropout %.1f, same seed): loss", kind, dropout);
-    check_close(check_emb_logit ? "emb_logit net f32 vs f64" : "net f32 vs f64", label, (double[]){l32}, (double[]){l64}, 1, F32_ATOL, F32_RTOL);
+    check_close(check_emb_logit ? "emb_logit net f32 vs f64" : "net f32 vs f64", label, (double[]){l32},
+                (double[]){l64}, 1, F32_ATOL, F32_RTOL);
     snprintf(label, sizeof label, "f32 vs f64 (%s meta, dropout %.1f): gradient", kind, dropout);
     check_f32(label, g32, g64, P);
     snprintf(label, sizeof label, "f32 vs f64 (%s meta, dropout %.1f): H v", kind, dropout);
@@ -220,15 +222,15 @@ static void test_describe(void)
     /* global input [meta 5 | dense 4 | cat0 3 | cat1 2 | E 3] = 17 */
     check_true(n.nin == 17 && n.col_meta == 0 && n.col_dense == 5 && n.col_cat[0] == 9 &&
                    n.col_cat[1] == 12 && n.col_emb == 14,
-               "global input columns: nin %zu, dense %zu, cat %zu %zu, emb %zu", n.nin,
-               n.col_dense, n.col_cat[0], n.col_cat[1], n.col_emb);
+               "global input columns: nin %zu, dense %zu, cat %zu %zu, emb %zu", n.nin, n.col_dense,
+               n.col_cat[0], n.col_cat[1], n.col_emb);
     size_t gmlp = 17 * 8 + 8 + 8 * 5 + 5 + 5 + 1;
     check_true(n.meta_np == 5 * 6 + 6 + 6 * 3 + 3 && n.meta_task_np == n.meta_np,
                "meta MLP [5, 6, 3]: %zu parameters", n.meta_np);
     check_true(n.global.nparams == gmlp && n.cat_off[0] == gmlp && n.cat_off[1] == gmlp + 21 &&
                    n.global_np == gmlp + 21 + 10,
-               "global block: MLP %zu, tables at %zu and %zu, total %zu", n.global.nparams,
-               n.cat_off[0], n.cat_off[1], n.global_np);
+               "global block: MLP %zu, tables at %zu and %zu, total %zu", n.global.nparams, n.cat_off[0],
+               n.cat_off[1], n.global_np);
     c.meta_in_global = 0;
     net_make(&n, &c);
     check_true(n.nin == 12 && n.col_dense == 0, "meta_in_global 0: nin %zu", n.nin);
@@ -236,8 +238,8 @@ static void test_describe(void)
     c.meta_kind = LM_NET_META_ID;
     net_make(&n, &c);
     check_true(n.meta_np == 4 * 3 && n.meta_task_np == 3 && lm_net_meta_slice(&n, 3) == 9,
-               "id meta block: table %zu, slice %zu, default row at %zu", n.meta_np,
-               n.meta_task_np, lm_net_meta_slice(&n, 3));
+               "id meta block: table %zu, slice %zu, default row at %zu", n.meta_np, n.meta_task_np,
+               lm_net_meta_slice(&n, 3));
 
     lm_net_config bad = c;
     bad.emb_dim = 0;
@@ -279,13 +281,12 @@ static void test_describe(void)
      * 13 (15232 + 4 * 6368 + 2 * 1248 + 2 * 512); inner step 40 (15232 + 2 * 6368 + 2 * 1248 +
      * 2 * 512); H v sweep 40 (2 (736 + 2 * 512) + 2 * 6368 + 8 * 6368 + 2 (736 + 5 * 512)) */
     check_true(fp == 574912 && f1 == 1259520 + 574912 && f2 == f1 + 2951680,
-               "FLOP model matches the hand count: plain %.0f, inner step + query %.0f, H v %.0f",
-               fp, f1, f2 - f1);
+               "FLOP model matches the hand count: plain %.0f, inner step + query %.0f, H v %.0f", fp, f1,
+               f2 - f1);
 
     lm_meta_layout lay;
     lm_meta_layout_init(&lay, &n, 64, 1, 0, NULL);
-    printf("     workspace for 64 rows, 1 step, LiMAML: %zu values (%zu per slot)\n", lay.total,
-           lay.st_size);
+    printf("     workspace for 64 rows, 1 step, LiMAML: %zu values (%zu per slot)\n", lay.total, lay.st_size);
 }
 
 static void test_eval_helpers(void)
@@ -301,8 +302,7 @@ static void test_eval_helpers(void)
     lm_net_embed_f64(&c.n, &c.ws, c.tm, c.r.meta, c.B, E);
     double l1 = lm_net_predict_f64(&c.n, &c.ws, c.tm, c.tg, &c.r, z1);
     double l2 = lm_net_predict_emb_f64(&c.n, &c.ws, E, c.tg, &c.r, z2);
-    check_close(NULL, "predict_emb(embed(latest)) = predict (global block alone)", z2, z1, c.B,
-                1e-15, 1e-13);
+    check_close(NULL, "predict_emb(embed(latest)) = predict (global block alone)", z2, z1, c.B, 1e-15, 1e-13);
     check_true(fabs(l1 - l2) < 1e-14, "and the same loss %.6f", l1);
     /* predict ignores dropout; the loss is the mean BCE of its logits */
     double mean = 0;
@@ -316,8 +316,7 @@ static void test_eval_helpers(void)
     /* empty rows: loss 0, gradients untouched */
     lm_rows_f64 empty = lm_rows_view_f64(&c.r, 0, 0);
     double *g = dalloc(c.Pm + c.Pg);
-    double l0 = lm_net_grad_f64(&c.n, &c.ws, 0, c.tm, c.tg, &empty, g, g + c.Pm, LM_DROPOUT_SAMPLE,
-                                &rng);
+    double l0 = lm_net_grad_f64(&c.n, &c.ws, 0, c.tm, c.tg, &empty, g, g + c.Pm, LM_DROPOUT_SAMPLE, &rng);
     lm_net_hvp_f64(&c.n, &c.ws, 0, c.tm, c.tg, &empty, c.tm, c.tg, 1.0, g, g + c.Pm);
     double s = 0;
     for (size_t i = 0; i < c.Pm + c.Pg; i++) s += fabs(g[i]);
@@ -348,8 +347,9 @@ static void test_emb_logit_shift(int meta_kind)
     lm_net_predict_f64(&c.n, &c.ws, c.tm, c.tg, &c.r, z0);
     lm_net_predict_f64(&n1, &c.ws, c.tm, c.tg, &c.r, z1);
     for (size_t b = 0; b < c.B; b++) z0[b] += E[b * 3];
-    check_close(NULL, meta_kind == LM_NET_META_MLP ? "emb_logit mlp: logit = global MLP + E[0]"
-                                                   : "emb_logit id: logit = global MLP + E[0]",
+    check_close(NULL,
+                meta_kind == LM_NET_META_MLP ? "emb_logit mlp: logit = global MLP + E[0]"
+                                             : "emb_logit id: logit = global MLP + E[0]",
                 z1, z0, c.B, 1e-15, 1e-14);
     /* predict_emb (the served path) shifts by the given embedding's E[0] too */
     if (meta_kind == LM_NET_META_MLP) {

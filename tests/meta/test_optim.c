@@ -7,7 +7,6 @@
 
 #include "lm_check.h"
 
-
 int main(void)
 {
     enum { N = 7, STEPS = 25 };

@@ -53,13 +53,13 @@ typedef struct tcase {
     const char *name;
     int meta_kind, loss, algo;
     size_t steps;
-    double alpha;            /* exactly representable in float, so both sides step alike */
+    double alpha; /* exactly representable in float, so both sides step alike */
     int first_order;
-    double w;                /* support_weight */
+    double w; /* support_weight */
     size_t nmeta_hidden, meta_hidden[2];
     size_t nglobal_hidden, global_hidden[2];
     int meta_in_global;
-    int emb_logit;           /* lm_net_config.emb_logit: the logit also gets E[0] */
+    int emb_logit; /* lm_net_config.emb_logit: the logit also gets E[0] */
 } tcase;
 
 #define MLP LM_NET_META_MLP
@@ -77,14 +77,38 @@ static const tcase cases[] = {
     {"MAML n=2 w=3 first-order", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 1, 3, 1, {6}, 2, {8, 5}, 1, 0},
     {"MAML n=3 no meta hidden", MLP, BCE, LM_ALGO_MAML, 3, 0.375, 0, 0, 0, {0}, 2, {8, 5}, 1, 0},
     {"LiMAML id n=2", LM_NET_META_ID, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 0, 0, {0}, 2, {8, 5}, 1, 0},
-    {"LiMAML n=2 mse, no meta in global", MLP, LM_NET_LOSS_MSE, LM_ALGO_LIMAML, 2, 0.125, 0, 0,
-     1, {6}, 2, {8, 5}, 0, 0},
+    {"LiMAML n=2 mse, no meta in global",
+     MLP,
+     LM_NET_LOSS_MSE,
+     LM_ALGO_LIMAML,
+     2,
+     0.125,
+     0,
+     0,
+     1,
+     {6},
+     2,
+     {8, 5},
+     0,
+     0},
     {"plain", MLP, BCE, LM_ALGO_PLAIN, 0, 0.5, 0, 0, 1, {6}, 2, {8, 5}, 1, 0},
     /* emb_logit: the logit also gets E[0] */
     {"LiMAML n=2 w=3 emb_logit", MLP, BCE, LM_ALGO_LIMAML, 2, 0.5, 0, 3, 1, {6}, 2, {8, 5}, 1, 1},
     {"MAML n=2 emb_logit", MLP, BCE, LM_ALGO_MAML, 2, 0.5, 0, 0, 1, {6}, 1, {8}, 1, 1},
-    {"LiMAML id n=2 mse emb_logit", LM_NET_META_ID, LM_NET_LOSS_MSE, LM_ALGO_LIMAML, 2, 0.125, 0, 0,
-     0, {0}, 2, {8, 5}, 1, 1},
+    {"LiMAML id n=2 mse emb_logit",
+     LM_NET_META_ID,
+     LM_NET_LOSS_MSE,
+     LM_ALGO_LIMAML,
+     2,
+     0.125,
+     0,
+     0,
+     0,
+     {0},
+     2,
+     {8, 5},
+     1,
+     1},
 };
 #undef MLP
 #undef BCE
@@ -98,9 +122,9 @@ typedef struct run {
     const tcase *tc;
     lm_net n;
     int maml, mlp;
-    size_t Pm, Pmf, Pg;         /* task slice, whole meta buffer, global buffer */
+    size_t Pm, Pmf, Pg; /* task slice, whole meta buffer, global buffer */
     size_t slice[NTASK], row[NTASK];
-    float *tm, *tg;             /* the inputs: tm: (Pmf), tg: (Pg) */
+    float *tm, *tg; /* the inputs: tm: (Pmf), tg: (Pg) */
     lm_rows_f32 S[NTASK], Q[NTASK];
     lm_rows_f64 S64[NTASK], Q64[NTASK];
     /* outputs, "c32" and "c64": loss (NTASK, 4), adapted_m (NTASK, Pm), adapted_g (NTASK, Pg)
@@ -108,7 +132,7 @@ typedef struct run {
     double loss32[NTASK * 4], loss64[NTASK * 4];
     float *am32, *ag32, *gm32, *gg32;
     double *am64, *ag64, *gm64, *gg64;
-    double *fo_g;               /* second-order cases: the first-order [grad_m | grad_g] */
+    double *fo_g; /* second-order cases: the first-order [grad_m | grad_g] */
 } run;
 
 static void config_of(lm_net_config *c, const tcase *tc)
@@ -203,13 +227,11 @@ static void run_case(run *r, const tcase *tc, lm_rng *rng)
     ws_make_f64(&ws64, &r->n, max_rows, tc->steps, r->maml);
     for (int t = 0; t < NTASK; t++) {
         lm_meta_stats st;
-        lm_meta_task_f32(&r->n, &o, &ws32, r->tm + r->slice[t], r->tg, &r->S[t], &r->Q[t],
-                         r->am32 + t * Pm, r->maml ? r->ag32 + t * Pg : NULL,
-                         r->gm32 + r->slice[t], r->gg32, &st, NULL);
+        lm_meta_task_f32(&r->n, &o, &ws32, r->tm + r->slice[t], r->tg, &r->S[t], &r->Q[t], r->am32 + t * Pm,
+                         r->maml ? r->ag32 + t * Pg : NULL, r->gm32 + r->slice[t], r->gg32, &st, NULL);
         stats_put(r->loss32 + 4 * t, &st);
-        lm_meta_task_f64(&r->n, &o, &ws64, tm + r->slice[t], tg, &r->S64[t], &r->Q64[t],
-                         r->am64 + t * Pm, r->maml ? r->ag64 + t * Pg : NULL,
-                         r->gm64 + r->slice[t], r->gg64, &st, NULL);
+        lm_meta_task_f64(&r->n, &o, &ws64, tm + r->slice[t], tg, &r->S64[t], &r->Q64[t], r->am64 + t * Pm,
+                         r->maml ? r->ag64 + t * Pg : NULL, r->gm64 + r->slice[t], r->gg64, &st, NULL);
         stats_put(r->loss64 + 4 * t, &st);
     }
     if (tc->algo != LM_ALGO_PLAIN && !tc->first_order && tc->steps > 0) {
@@ -217,8 +239,8 @@ static void run_case(run *r, const tcase *tc, lm_rng *rng)
         fo.first_order = 1;
         float *gm = falloc(r->Pmf), *gg = falloc(Pg);
         for (int t = 0; t < NTASK; t++)
-            lm_meta_task_f32(&r->n, &fo, &ws32, r->tm + r->slice[t], r->tg, &r->S[t], &r->Q[t],
-                             NULL, NULL, gm + r->slice[t], gg, NULL, NULL);
+            lm_meta_task_f32(&r->n, &fo, &ws32, r->tm + r->slice[t], r->tg, &r->S[t], &r->Q[t], NULL, NULL,
+                             gm + r->slice[t], gg, NULL, NULL);
         r->fo_g = dalloc(r->Pmf + Pg);
         to_f64(r->fo_g, gm, r->Pmf);
         to_f64(r->fo_g + r->Pmf, gg, Pg);
@@ -253,8 +275,7 @@ typedef struct st_list {
 
 /* Add a tensor of shape (d0) or (d0, d1) (d1 = 0) pointing at `data`, kept alive by the
  * caller until the write. */
-static void st_add(st_list *l, const char *name, int dtype, const void *data, size_t d0,
-                   size_t d1)
+static void st_add(st_list *l, const char *name, int dtype, const void *data, size_t d0, size_t d1)
 {
     LM_ASSERT(l->n < MAX_TENSORS && d0 > 0);
     lm_st_tensor *t = &l->t[l->n++];
@@ -284,8 +305,7 @@ static void st_list_free(st_list *l)
 static void st_sort(st_list *l)
 {
     for (size_t i = 1; i < l->n; i++)
-        for (size_t j = i; j > 0 && lm_dt_size(l->t[j].dtype) > lm_dt_size(l->t[j - 1].dtype);
-             j--) {
+        for (size_t j = i; j > 0 && lm_dt_size(l->t[j].dtype) > lm_dt_size(l->t[j - 1].dtype); j--) {
             lm_st_tensor tmp = l->t[j];
             l->t[j] = l->t[j - 1];
             l->t[j - 1] = tmp;
@@ -342,8 +362,8 @@ static int write_case(const run *r, const char *path)
     st_sort(&l);
 
     char steps[32], alpha[40], w[40], nmeta[32], ndense[32], E[32], ntask[32], id_rows[32];
-    char mh[64], gh[64], buckets[64], dims[64], task_rows[64], nin[32], meta_np[32],
-        global_np[32], cat_off[64];
+    char mh[64], gh[64], buckets[64], dims[64], task_rows[64], nin[32], meta_np[32], global_np[32],
+        cat_off[64];
     size_t cb[LM_NET_MAX_CAT], cd[LM_NET_MAX_CAT];
     for (size_t c = 0; c < n->ncat; c++) cb[c] = n->cat_rows[c], cd[c] = n->cat_dim[c];
     snprintf(steps, sizeof steps, "%zu", tc->steps);
@@ -357,11 +377,11 @@ static int write_case(const run *r, const char *path)
     snprintf(nin, sizeof nin, "%zu", n->nin);
     snprintf(meta_np, sizeof meta_np, "%zu", n->meta_np);
     snprintf(global_np, sizeof global_np, "%zu", n->global_np);
-    const char *keys[] = {REF_MAGIC, "case", "meta_kind", "loss", "algo", "steps", "alpha",
-                          "first_order", "support_weight", "nmeta", "ndense", "cat_buckets",
-                          "cat_dim", "emb_dim", "meta_in_global", "meta_hidden",
-                          "global_hidden", "ntask", "task_rows", "id_rows", "nin", "meta_np",
-                          "global_np", "cat_off", "emb_logit"};
+    const char *keys[] = {REF_MAGIC,     "case",          "meta_kind",   "loss",           "algo",
+                          "steps",       "alpha",         "first_order", "support_weight", "nmeta",
+                          "ndense",      "cat_buckets",   "cat_dim",     "emb_dim",        "meta_in_global",
+                          "meta_hidden", "global_hidden", "ntask",       "task_rows",      "id_rows",
+                          "nin",         "meta_np",       "global_np",   "cat_off",        "emb_logit"};
     const char *vals[] = {
         REF_VERSION,
         tc->name,
@@ -439,8 +459,8 @@ static void check_case_file(const run *r, const char *path, const char *tag)
                     err.msg[0] ? ": " : "", err.msg))
         return;
     const char *magic = lm_st_meta(f, REF_MAGIC);
-    check_true(magic && !strcmp(magic, REF_VERSION), "%s: case file carries %s = %s", tag,
-               REF_MAGIC, REF_VERSION);
+    check_true(magic && !strcmp(magic, REF_VERSION), "%s: case file carries %s = %s", tag, REF_MAGIC,
+               REF_VERSION);
     double *gm = st_get_f64(f, tag, "c32.grad_m", r->Pmf);
     double *want = f32_to_f64_new(r->gm32, r->Pmf);
     if (gm) {
@@ -454,8 +474,8 @@ static void check_case_file(const run *r, const char *path, const char *tag)
 
 /* Compare one output of precision p (0: float, 1: double) against the reference; returns the
  * normwise relative error. */
-static double cmp(const lm_st_file *f, const char *tag, int p, const char *what,
-                  const double *c_out, size_t n)
+static double cmp(const lm_st_file *f, const char *tag, int p, const char *what, const double *c_out,
+                  size_t n)
 {
     char name[200], tname[64], group[96];
     snprintf(tname, sizeof tname, "%s.%s", p ? "ref64" : "ref32", what);
@@ -463,8 +483,7 @@ static double cmp(const lm_st_file *f, const char *tag, int p, const char *what,
     snprintf(group, sizeof group, "%s %s", tag, p ? "f64" : "f32");
     double *ref = st_get_f64(f, tag, tname, n);
     if (!ref) return INFINITY;
-    double rel = check_close(group, name, c_out, ref, n, p ? F64_ATOL : F32_ATOL,
-                             p ? F64_RTOL : F32_RTOL);
+    double rel = check_close(group, name, c_out, ref, n, p ? F64_ATOL : F32_ATOL, p ? F64_RTOL : F32_RTOL);
     free(ref);
     return rel;
 }
@@ -473,12 +492,12 @@ static void compare_case(const run *r, const char *ref_path, const char *tag)
 {
     lm_err err = {0};
     lm_st_file *f = NULL;
-    if (!check_true(lm_st_open(&f, ref_path, &err) == LM_OK, "%s: reference file opens%s%s",
-                    tag, err.msg[0] ? ": " : "", err.msg))
+    if (!check_true(lm_st_open(&f, ref_path, &err) == LM_OK, "%s: reference file opens%s%s", tag,
+                    err.msg[0] ? ": " : "", err.msg))
         return;
     const char *magic = lm_st_meta(f, REF_MAGIC);
-    if (!check_true(magic && !strcmp(magic, REF_VERSION), "%s: reference carries %s = %s", tag,
-                    REF_MAGIC, REF_VERSION)) {
+    if (!check_true(magic && !strcmp(magic, REF_VERSION), "%s: reference carries %s = %s", tag, REF_MAGIC,
+                    REF_VERSION)) {
         lm_st_close(f);
         return;
     }
@@ -509,9 +528,8 @@ static void compare_case(const run *r, const char *ref_path, const char *tag)
             max_diff = fmax(max_diff, fabs(c - ref[i]));
             if (r->fo_g) max_fo = fmax(max_fo, fabs(r->fo_g[i] - ref[i]));
         }
-        check_true(max_diff <= F32_RTOL * max_ref,
-                   "%s: f32 meta-gradient normwise rel %.2e <= %.0e", tag, max_diff / max_ref,
-                   F32_RTOL);
+        check_true(max_diff <= F32_RTOL * max_ref, "%s: f32 meta-gradient normwise rel %.2e <= %.0e", tag,
+                   max_diff / max_ref, F32_RTOL);
         if (r->fo_g)
             check_true(max_fo > 100 * F32_RTOL * max_ref,
                        "%s: first order is far from the reference (normwise rel %.2e)", tag,
@@ -582,8 +600,7 @@ int main(void)
     const char *require = getenv("LM_REQUIRE_TORCH");
     int required = require && !strcmp(require, "1");
     char dir[3000];
-    snprintf(dir, sizeof dir, "%s/meta_torch_ref.%d", tmp && *tmp ? tmp : "/tmp/limaml-test",
-             (int)getpid());
+    snprintf(dir, sizeof dir, "%s/meta_torch_ref.%d", tmp && *tmp ? tmp : "/tmp/limaml-test", (int)getpid());
     mkdir_p(dir);
 
     static run runs[MAX_CASES];
@@ -596,8 +613,10 @@ int main(void)
         run_case(&runs[k], &cases[k], &rng);
         snprintf(paths[k], sizeof paths[k], "%s/case_%zu.safetensors", dir, k);
         snprintf(ref_paths[k], sizeof ref_paths[k], "%s/case_%zu.ref.safetensors", dir, k);
-        if (write_case(&runs[k], paths[k]) != LM_OK) check_true(0, "%s: write", tag);
-        else check_case_file(&runs[k], paths[k], tag);
+        if (write_case(&runs[k], paths[k]) != LM_OK)
+            check_true(0, "%s: write", tag);
+        else
+            check_case_file(&runs[k], paths[k], tag);
     }
 
     char script[4096];
@@ -623,7 +642,9 @@ int main(void)
     }
 
     for (size_t k = 0; k < NCASES; k++) run_free(&runs[k]);
-    if (check_failed) printf("case files kept in %s\n", dir);
-    else lm_rmtree(dir);
+    if (check_failed)
+        printf("case files kept in %s\n", dir);
+    else
+        lm_rmtree(dir);
     return check_summary();
 }

@@ -8,10 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 static char dir[512];
 
-static void path_of(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+static void path_of(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", dir, name);
+}
 
 static size_t file_size(const char *p)
 {
@@ -23,8 +25,9 @@ static void write_sample(const char *p)
 {
     float w[6] = {1, 2, 3, 4, 5, 6};
     double b[2] = {0.5, -0.25};
-    lm_st_tensor t[2] = {{.name = "meta.w", .dtype = LM_DT_F32, .ndim = 2, .shape = {2, 3}, .data = w, .nbytes = sizeof w},
-                         {.name = "meta.b", .dtype = LM_DT_F64, .ndim = 1, .shape = {2}, .data = b, .nbytes = sizeof b}};
+    lm_st_tensor t[2] = {
+        {.name = "meta.w", .dtype = LM_DT_F32, .ndim = 2, .shape = {2, 3}, .data = w, .nbytes = sizeof w},
+        {.name = "meta.b", .dtype = LM_DT_F64, .ndim = 1, .shape = {2}, .data = b, .nbytes = sizeof b}};
     const char *k[] = {"architecture"}, *v[] = {"{\"meta\": [3, 2]}"};
     lm_err err = {0};
     int rc = lm_st_write(p, t, 2, k, v, 1, &err);
@@ -59,7 +62,8 @@ int main(void)
     if (f) {
         CHECK(lm_st_count(f) == 2, "count %zu", lm_st_count(f));
         const lm_st_tensor *w = lm_st_find(f, "meta.w");
-        CHECK(w && w->dtype == LM_DT_F32 && w->ndim == 2 && w->shape[0] == 2 && w->shape[1] == 3, "meta.w shape");
+        CHECK(w && w->dtype == LM_DT_F32 && w->ndim == 2 && w->shape[0] == 2 && w->shape[1] == 3,
+              "meta.w shape");
         CHECK(w && ((const float *)w->data)[5] == 6.0f, "meta.w data");
         const lm_st_tensor *b = lm_st_find(f, "meta.b");
         CHECK(b && ((const double *)b->data)[1] == -0.25, "meta.b data");

@@ -20,8 +20,8 @@ static int check_count;
 static double check_worst_rel; /* largest normwise relative error of any passing check */
 
 /* Compare a: (n) with ref: (n). Returns 1 when every element is within tolerance. */
-static inline int check_close(const char *name, const double *a, const double *ref, size_t n,
-                       double atol, double rtol)
+static inline int check_close(const char *name, const double *a, const double *ref, size_t n, double atol,
+                              double rtol)
 {
     size_t worst = 0, nbad = 0;
     double worst_ratio = -1, max_diff = 0, max_ref = 0;
@@ -75,8 +75,8 @@ static inline int check_true(int cond, const char *fmt, ...)
 
 static inline int check_summary(void)
 {
-    printf("%d checks, %d failed; worst normwise relative error of a passing check %.2e\n",
-           check_count, check_failures, check_worst_rel);
+    printf("%d checks, %d failed; worst normwise relative error of a passing check %.2e\n", check_count,
+           check_failures, check_worst_rel);
     return check_failures ? 1 : 0;
 }
 
@@ -131,8 +131,7 @@ static inline void scale_into(double *dst, const double *src, size_t n, double s
 
 /* grad[i] = (f(x + h e_i) - f(x - h e_i)) / 2h for a scalar function f of x: (n), which f
  * reads through ctx. x is restored exactly afterwards. */
-static inline void fd_gradient(double *grad, double *x, size_t n, double (*f)(void *ctx), void *ctx,
-                        double h)
+static inline void fd_gradient(double *grad, double *x, size_t n, double (*f)(void *ctx), void *ctx, double h)
 {
     for (size_t i = 0; i < n; i++) {
         double keep = x[i];
@@ -155,7 +154,7 @@ typedef struct fd_var {
 /* out: (nout) = (f(x + h dir) - f(x - h dir)) / 2h, all vars moving together, for a vector
  * function f writing nout values. The vars are restored exactly afterwards. */
 static inline void fd_directional(double *out, size_t nout, const fd_var *vars, size_t nvars,
-                           void (*f)(double *out, void *ctx), void *ctx, double h)
+                                  void (*f)(double *out, void *ctx), void *ctx, double h)
 {
     double **saved = xcalloc(nvars, sizeof *saved);
     double *fp = dalloc(nout), *fm = dalloc(nout);

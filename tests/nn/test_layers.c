@@ -130,20 +130,20 @@ static void test_linear(void)
     /* backward_tan against FD of the backward along (x_tan, w_tan, dy_tan) */
     double *out_tan = dalloc(nout);
     fd_var bvars[3] = {{c.x, x_tan, nx}, {c.w, w_tan, nw}, {c.dy, dy_tan, B * O}};
-    lm_linear_backward_tan_f64(out_tan, out_tan + nx, out_tan + nx + nw, c.dy, dy_tan, c.x, x_tan,
-                               c.w, w_tan, B, I, O);
+    lm_linear_backward_tan_f64(out_tan, out_tan + nx, out_tan + nx + nw, c.dy, dy_tan, c.x, x_tan, c.w, w_tan,
+                               B, I, O);
     fd_directional(ref, nout, bvars, 3, lin_bwd, &c, H);
     check_close("linear backward_tan [dx|dw|db] vs FD", out_tan, ref, nout, ATOL, RTOL);
     /* only dy moves (a loss tangent through a fixed layer) */
     fill_value(out_tan, nout, 0);
-    lm_linear_backward_tan_f64(out_tan, out_tan + nx, out_tan + nx + nw, c.dy, dy_tan, c.x, NULL,
-                               c.w, NULL, B, I, O);
+    lm_linear_backward_tan_f64(out_tan, out_tan + nx, out_tan + nx + nw, c.dy, dy_tan, c.x, NULL, c.w, NULL,
+                               B, I, O);
     fd_directional(ref, nout, bvars + 2, 1, lin_bwd, &c, H);
     check_close("linear backward_tan, dy tangent only", out_tan, ref, nout, ATOL, RTOL);
     /* only x and w move, dy fixed */
     fill_value(out_tan, nout, 0);
-    lm_linear_backward_tan_f64(out_tan, out_tan + nx, out_tan + nx + nw, c.dy, NULL, c.x, x_tan,
-                               c.w, w_tan, B, I, O);
+    lm_linear_backward_tan_f64(out_tan, out_tan + nx, out_tan + nx + nw, c.dy, NULL, c.x, x_tan, c.w, w_tan,
+                               B, I, O);
     fd_directional(ref, nout, bvars, 2, lin_bwd, &c, H);
     check_close("linear backward_tan, dy_tan NULL", out_tan, ref, nout, ATOL, RTOL);
 
@@ -162,12 +162,10 @@ static void test_linear(void)
     check_twice("linear backward with dx, db NULL", dw2, ref, nw);
 
     double *t2 = dalloc(nout), *t1 = dalloc(nout);
-    lm_linear_backward_tan_f64(t1, t1 + nx, t1 + nx + nw, c.dy, dy_tan, c.x, x_tan, c.w, w_tan, B,
-                               I, O);
+    lm_linear_backward_tan_f64(t1, t1 + nx, t1 + nx + nw, c.dy, dy_tan, c.x, x_tan, c.w, w_tan, B, I, O);
     fill_value(t2, nx, NAN);
     for (int k = 0; k < 2; k++)
-        lm_linear_backward_tan_f64(t2, t2 + nx, t2 + nx + nw, c.dy, dy_tan, c.x, x_tan, c.w, w_tan,
-                                   B, I, O);
+        lm_linear_backward_tan_f64(t2, t2 + nx, t2 + nx + nw, c.dy, dy_tan, c.x, x_tan, c.w, w_tan, B, I, O);
     check_exact("linear backward_tan sets dx_tan", t2, t1, nx);
     scale_into(ref, t1 + nx, nw + O, 2);
     check_twice("linear backward_tan adds into dw_tan, db_tan", t2 + nx, ref, nw + O);
@@ -359,8 +357,10 @@ static void test_dropout(void)
     size_t zeros = 0, bad = 0, diff32 = 0;
     double keep = 1 / (1 - p);
     for (size_t i = 0; i < M; i++) {
-        if (mask[i] == 0) zeros++;
-        else if (mask[i] != keep) bad++;
+        if (mask[i] == 0)
+            zeros++;
+        else if (mask[i] != keep)
+            bad++;
         if ((mask[i] == 0) != (mask32[i] == 0)) diff32++;
     }
     check_true(bad == 0, "dropout mask values are 0 or 1/(1-p) (%zu others)", bad);
@@ -409,10 +409,8 @@ static void test_dropout(void)
  * losses
  * ========================================================================================== */
 
-typedef double (*loss_fwd_fn)(double *loss, const double *z, const double *y, size_t B,
-                              double scale);
-typedef void (*loss_bwd_fn)(double *dz, const double *z, const double *y, size_t B,
-                            double scale);
+typedef double (*loss_fwd_fn)(double *loss, const double *z, const double *y, size_t B, double scale);
+typedef void (*loss_bwd_fn)(double *dz, const double *z, const double *y, size_t B, double scale);
 
 typedef struct loss_ctx {
     size_t B;
@@ -441,10 +439,9 @@ static void loss_grad(double *out, void *p)
 
 /* The same checks for BCE and MSE: backward, forward_tan, backward_tan against FD. */
 static void check_loss_passes(const char *name, loss_ctx *c,
-                              double (*fwd_tan)(const double *, const double *, const double *,
-                                                size_t, double),
-                              void (*bwd_tan)(double *, const double *, const double *, size_t,
-                                              double))
+                              double (*fwd_tan)(const double *, const double *, const double *, size_t,
+                                                double),
+                              void (*bwd_tan)(double *, const double *, const double *, size_t, double))
 {
     size_t B = c->B;
     char label[96];
@@ -478,8 +475,8 @@ static void test_losses(void)
     lm_sigmoid_forward_f64(s, z, B);
     for (size_t r = 0; r < B; r++) ref[r] = 1 / (1 + exp(-z[r]));
     check_close("sigmoid", s, ref, B, 1e-15, 1e-14);
-    double sum = lm_bce_forward_f64(l, z, y, B, 1.0), mean = lm_bce_forward_f64(NULL, z, y, B,
-                                                                                1.0 / (double)B);
+    double sum = lm_bce_forward_f64(l, z, y, B, 1.0),
+           mean = lm_bce_forward_f64(NULL, z, y, B, 1.0 / (double)B);
     for (size_t r = 0; r < B; r++) ref[r] = -y[r] * log(s[r]) - (1 - y[r]) * log(1 - s[r]);
     check_close("bce per-example loss vs -y log s - (1-y) log(1-s)", l, ref, B, 1e-13, 1e-12);
     double total = 0;
@@ -502,7 +499,11 @@ static void test_losses(void)
     check_f32("bce extreme logits f32 loss", le32, want, 5);
     check_f32("bce extreme logits f32 dz", de32, dwant, 5);
 
-    loss_ctx c = {.B = B, .z = z, .y = y, .scale = 1.0 / (double)B, .fwd = lm_bce_forward_f64,
+    loss_ctx c = {.B = B,
+                  .z = z,
+                  .y = y,
+                  .scale = 1.0 / (double)B,
+                  .fwd = lm_bce_forward_f64,
                   .bwd = lm_bce_backward_f64};
     check_loss_passes("bce (mean)", &c, lm_bce_forward_tan_f64, lm_bce_backward_tan_f64);
     c.scale = 1.0;
@@ -515,7 +516,11 @@ static void test_losses(void)
     for (size_t r = 0; r < B; r++) total += ref[r] = (z[r] - y[r]) * (z[r] - y[r]);
     check_close("mse per-example loss", l, ref, B, 1e-14, 1e-14);
     check_close("mse scale 1 = sum", &msum, &total, 1, 1e-13, 1e-13);
-    c = (loss_ctx){.B = B, .z = z, .y = y, .scale = 1.0 / (double)B, .fwd = lm_mse_forward_f64,
+    c = (loss_ctx){.B = B,
+                   .z = z,
+                   .y = y,
+                   .scale = 1.0 / (double)B,
+                   .fwd = lm_mse_forward_f64,
                    .bwd = lm_mse_backward_f64};
     check_loss_passes("mse (mean)", &c, lm_mse_forward_tan_f64, lm_mse_backward_tan_f64);
 

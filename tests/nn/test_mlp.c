@@ -27,14 +27,14 @@ static double *dalloc_or_null(size_t n)
 typedef struct mlp_ctx {
     lm_mlp m;
     size_t B, nin, nout, np;
-    int mode;                 // dropout mode of every forward after the first (KEEP or OFF)
-    double *params;           // params: (np)
-    double *x;                // x: (B, nin)
-    double *lab;              // lab: (B, nout) labels in {0, 1}
-    double *y, *dy;           // y, dy: (B, nout)
-    double *cache, *tcache;   // forward and tangent caches
-    double *work, *twork;     // scratch of backward and backward_tan
-    double *y_tan, *dy_tan;   // (B, nout)
+    int mode;               // dropout mode of every forward after the first (KEEP or OFF)
+    double *params;         // params: (np)
+    double *x;              // x: (B, nin)
+    double *lab;            // lab: (B, nout) labels in {0, 1}
+    double *y, *dy;         // y, dy: (B, nout)
+    double *cache, *tcache; // forward and tangent caches
+    double *work, *twork;   // scratch of backward and backward_tan
+    double *y_tan, *dy_tan; // (B, nout)
 } mlp_ctx;
 
 static void mlp_setup(mlp_ctx *c, const size_t *sizes, size_t nsizes, double dropout, size_t B)
@@ -111,13 +111,11 @@ static void mlp_hvp(double *out, double *grad, mlp_ctx *c, const double *v, cons
     lm_bce_backward_tan_f64(c->dy_tan, c->y, c->y_tan, n, mlp_scale(c));
     fill_value(out, c->np, 0);
     if (grad) fill_value(grad, c->np, 0);
-    lm_mlp_backward_tan_f64(grad ? grad + c->np : NULL, out + c->np, grad, out, c->twork, &c->m,
-                            c->params, v, c->x, x_tan, c->cache, c->tcache, c->dy, c->dy_tan,
-                            c->B);
+    lm_mlp_backward_tan_f64(grad ? grad + c->np : NULL, out + c->np, grad, out, c->twork, &c->m, c->params, v,
+                            c->x, x_tan, c->cache, c->tcache, c->dy, c->dy_tan, c->B);
 }
 
-static void check_mlp(const char *name, const size_t *sizes, size_t nsizes, double dropout,
-                      size_t B)
+static void check_mlp(const char *name, const size_t *sizes, size_t nsizes, double dropout, size_t B)
 {
     mlp_ctx c;
     mlp_setup(&c, sizes, nsizes, dropout, B);
@@ -184,8 +182,8 @@ static void check_mlp(const char *name, const size_t *sizes, size_t nsizes, doub
     mlp_hvp(hv, NULL, &c, v, x_tan); /* leaves dy, dy_tan and the caches of this point */
     fill_value(acc, np, 0);
     for (int k = 0; k < 2; k++)
-        lm_mlp_backward_tan_f64(acc + np, acc_tan + np, acc, acc_tan, c.twork, &c.m, c.params, v,
-                                c.x, x_tan, c.cache, c.tcache, c.dy, c.dy_tan, B);
+        lm_mlp_backward_tan_f64(acc + np, acc_tan + np, acc, acc_tan, c.twork, &c.m, c.params, v, c.x, x_tan,
+                                c.cache, c.tcache, c.dy, c.dy_tan, B);
     snprintf(label, sizeof label, "%s: backward_tan sets dx_tan", name);
     check_close(label, acc_tan + np, hv + np, nx, 0, 0);
     scale_into(twice, hv, np, 2);
@@ -205,8 +203,8 @@ static void check_mlp(const char *name, const size_t *sizes, size_t nsizes, doub
  * ========================================================================================== */
 
 typedef struct chain_ctx {
-    mlp_ctx meta, glob;  // meta: x -> E; glob: [x | E] -> z (its x buffer holds the concat)
-    size_t B, nm, ne;    // rows, meta features, meta embedding width
+    mlp_ctx meta, glob;    // meta: x -> E; glob: [x | E] -> z (its x buffer holds the concat)
+    size_t B, nm, ne;      // rows, meta features, meta embedding width
     double *dxg, *dxg_tan; // (B, nm + ne)
     double *de, *de_tan;   // (B, ne)
     double *xg_tan;        // (B, nm + ne)
@@ -216,8 +214,8 @@ static double chain_loss(void *p)
 {
     chain_ctx *c = p;
     size_t ng = c->nm + c->ne;
-    lm_mlp_forward_f64(c->meta.y, c->meta.cache, &c->meta.m, c->meta.params, c->meta.x, c->B,
-                       c->meta.mode, NULL);
+    lm_mlp_forward_f64(c->meta.y, c->meta.cache, &c->meta.m, c->meta.params, c->meta.x, c->B, c->meta.mode,
+                       NULL);
     lm_cols_copy_f64(c->glob.x, ng, c->meta.x, c->nm, c->B, c->nm);
     lm_cols_copy_f64(c->glob.x + c->nm, ng, c->meta.y, c->ne, c->B, c->ne);
     return mlp_loss(&c->glob);
@@ -231,11 +229,11 @@ static void chain_grad(double *out, void *p)
     chain_loss(c);
     lm_bce_backward_f64(c->glob.dy, c->glob.y, c->glob.lab, c->B, mlp_scale(&c->glob));
     fill_value(out, npm + c->glob.np, 0);
-    lm_mlp_backward_f64(c->dxg, out + npm, c->glob.work, &c->glob.m, c->glob.params, c->glob.x,
-                        c->glob.cache, c->glob.dy, c->B);
+    lm_mlp_backward_f64(c->dxg, out + npm, c->glob.work, &c->glob.m, c->glob.params, c->glob.x, c->glob.cache,
+                        c->glob.dy, c->B);
     lm_cols_copy_f64(c->de, c->ne, c->dxg + c->nm, ng, c->B, c->ne);
-    lm_mlp_backward_f64(NULL, out, c->meta.work, &c->meta.m, c->meta.params, c->meta.x,
-                        c->meta.cache, c->de, c->B);
+    lm_mlp_backward_f64(NULL, out, c->meta.work, &c->meta.m, c->meta.params, c->meta.x, c->meta.cache, c->de,
+                        c->B);
 }
 
 /* out = [H v]_meta | [H v]_global along v = (vm, vg); vg may be NULL (LiMAML's inner loop
@@ -248,17 +246,16 @@ static void chain_hvp(double *out, chain_ctx *c, const double *vm, const double 
     lm_mlp_forward_tan_f64(m->y_tan, m->tcache, &m->m, m->params, vm, m->x, NULL, m->cache, B);
     fill_value(c->xg_tan, B * ng, 0); /* the features carry no tangent, the embedding does */
     lm_cols_copy_f64(c->xg_tan + c->nm, ng, m->y_tan, c->ne, B, c->ne);
-    lm_mlp_forward_tan_f64(g->y_tan, g->tcache, &g->m, g->params, vg, g->x, c->xg_tan, g->cache,
-                           B);
+    lm_mlp_forward_tan_f64(g->y_tan, g->tcache, &g->m, g->params, vg, g->x, c->xg_tan, g->cache, B);
     lm_bce_backward_f64(g->dy, g->y, g->lab, B, mlp_scale(g));
     lm_bce_backward_tan_f64(g->dy_tan, g->y, g->y_tan, B, mlp_scale(g));
     fill_value(out, npm + g->np, 0);
-    lm_mlp_backward_tan_f64(c->dxg, c->dxg_tan, NULL, out + npm, g->twork, &g->m, g->params, vg,
-                            g->x, c->xg_tan, g->cache, g->tcache, g->dy, g->dy_tan, B);
+    lm_mlp_backward_tan_f64(c->dxg, c->dxg_tan, NULL, out + npm, g->twork, &g->m, g->params, vg, g->x,
+                            c->xg_tan, g->cache, g->tcache, g->dy, g->dy_tan, B);
     lm_cols_copy_f64(c->de, c->ne, c->dxg + c->nm, ng, B, c->ne);
     lm_cols_copy_f64(c->de_tan, c->ne, c->dxg_tan + c->nm, ng, B, c->ne);
-    lm_mlp_backward_tan_f64(NULL, NULL, NULL, out, m->twork, &m->m, m->params, vm, m->x, NULL,
-                            m->cache, m->tcache, c->de, c->de_tan, B);
+    lm_mlp_backward_tan_f64(NULL, NULL, NULL, out, m->twork, &m->m, m->params, vm, m->x, NULL, m->cache,
+                            m->tcache, c->de, c->de_tan, B);
 }
 
 static void test_chain(double dropout)
@@ -316,20 +313,18 @@ static void test_describe(void)
     check_true(lm_mlp_init(&m, s, 4, NAN, &err) == LM_EINVAL, "mlp_init rejects dropout NaN");
     check_true(lm_mlp_init(&m, many, LM_MLP_MAX_LAYERS + 2, 0, &err) == LM_EINVAL,
                "mlp_init rejects more than %d layers", LM_MLP_MAX_LAYERS);
-    check_true(lm_mlp_init(&m, many, LM_MLP_MAX_LAYERS + 1, 0, &err) == LM_OK,
-               "mlp_init takes %d layers", LM_MLP_MAX_LAYERS);
+    check_true(lm_mlp_init(&m, many, LM_MLP_MAX_LAYERS + 1, 0, &err) == LM_OK, "mlp_init takes %d layers",
+               LM_MLP_MAX_LAYERS);
 
     check_true(lm_mlp_init(&m, s, 4, 0.25, &err) == LM_OK, "mlp_init [5, 7, 4, 1]");
-    check_true(lm_mlp_nparams(&m) == 7 * 5 + 7 + 4 * 7 + 4 + 4 + 1, "nparams %zu = 79",
-               lm_mlp_nparams(&m));
+    check_true(lm_mlp_nparams(&m) == 7 * 5 + 7 + 4 * 7 + 4 + 4 + 1, "nparams %zu = 79", lm_mlp_nparams(&m));
     check_true(m.w_off[0] == 0 && m.b_off[0] == 35 && m.w_off[1] == 42 && m.b_off[1] == 70 &&
                    m.w_off[2] == 74 && m.b_off[2] == 78,
                "parameter offsets W0 0, b0 35, W1 42, b1 70, W2 74, b2 78");
     check_true(lm_mlp_cache_size(&m, 3) == 3 * 2 * (7 + 4) && lm_mlp_tan_cache_size(&m, 3) == 33 &&
                    lm_mlp_work_size(&m, 3) == 42 && lm_mlp_tan_work_size(&m, 3) == 84,
-               "cache sizes with dropout: %zu, tan %zu, work %zu, tan work %zu",
-               lm_mlp_cache_size(&m, 3), lm_mlp_tan_cache_size(&m, 3), lm_mlp_work_size(&m, 3),
-               lm_mlp_tan_work_size(&m, 3));
+               "cache sizes with dropout: %zu, tan %zu, work %zu, tan work %zu", lm_mlp_cache_size(&m, 3),
+               lm_mlp_tan_cache_size(&m, 3), lm_mlp_work_size(&m, 3), lm_mlp_tan_work_size(&m, 3));
     lm_mlp_init(&m, s, 4, 0, &err);
     check_true(lm_mlp_cache_size(&m, 3) == 33, "cache size without dropout %zu = 33",
                lm_mlp_cache_size(&m, 3));
@@ -358,8 +353,8 @@ static void test_describe(void)
         for (size_t o = 0; o < O; o++) bs += fabs(p64[m.b_off[l] + o]);
         double var = ss / (double)(O * I), want = bound * bound / 3;
         check_true(mx <= bound && bs == 0 && fabs(var / want - 1) < (l == 0 ? 0.02 : 0.3),
-                   "layer %zu init: max |w| %.4f <= %.4f, variance %.5f ~ %.5f, biases 0", l, mx,
-                   bound, var, want);
+                   "layer %zu init: max |w| %.4f <= %.4f, variance %.5f ~ %.5f, biases 0", l, mx, bound, var,
+                   want);
     }
     free(p64), free(p32);
 }

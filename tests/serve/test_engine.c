@@ -163,10 +163,10 @@ static void test_kernels(int emb_logit)
                 float d = fabsf(wf.z[r] - y) / (1e-5f + 1e-5f * fabsf(y));
                 if (!(d <= zn)) zn = d;
             }
-            CHECK(zn <= 1, "shape %zu (emb_logit): fast engine and lm_net_predict differ by %.3g tolerances", t,
-                  (double)zn);
-            printf("ok   shape %zu (emb_logit): fast vs reference %.2g, vs lm_net_predict %.2g tolerances\n", t,
-                   (double)worst, (double)zn);
+            CHECK(zn <= 1, "shape %zu (emb_logit): fast engine and lm_net_predict differ by %.3g tolerances",
+                  t, (double)zn);
+            printf("ok   shape %zu (emb_logit): fast vs reference %.2g, vs lm_net_predict %.2g tolerances\n",
+                   t, (double)worst, (double)zn);
             lm_meta_ws_free_f32(&mws);
             memcpy(wf.emb, keep, fast->net->E * sizeof(float));
             lm_srv_score_rows(fast, &wf);

@@ -33,15 +33,16 @@
 #include <unistd.h>
 
 static int failures, passes;
-#define CHECK(c, ...)                                                   \
-    do {                                                                \
-        if (c) passes++;                                                \
-        else {                                                          \
-            failures++;                                                 \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                 \
-            printf(__VA_ARGS__);                                        \
-            printf("\n");                                               \
-        }                                                               \
+#define CHECK(c, ...)                                                                                        \
+    do {                                                                                                     \
+        if (c)                                                                                               \
+            passes++;                                                                                        \
+        else {                                                                                               \
+            failures++;                                                                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                      \
+            printf(__VA_ARGS__);                                                                             \
+            printf("\n");                                                                                    \
+        }                                                                                                    \
     } while (0)
 #define HAS(msg, s) (strstr((msg), (s)) != NULL)
 
@@ -76,13 +77,17 @@ static void trf(tr *t, const char *fmt, ...)
 /* ---- data ------------------------------------------------------------------------------ */
 
 /* Task i's key: 8 digits, so byte order is numeric order. */
-static void key_of(char *k, size_t i) { snprintf(k, 9, "%08zu", i); }
+static void key_of(char *k, size_t i)
+{
+    snprintf(k, 9, "%08zu", i);
+}
 
 /* Version tag `tag`'s vector for task i; element 0 is the tag, to tell versions apart. */
 static void vec_of(float *v, size_t i, int tag)
 {
     v[0] = (float)tag;
-    for (int j = 1; j < E; j++) v[j] = sinf((float)(i * 17 + (size_t)j * 3 + (size_t)tag * 101)) * (float)(1 + j) * 0.37f;
+    for (int j = 1; j < E; j++)
+        v[j] = sinf((float)(i * 17 + (size_t)j * 3 + (size_t)tag * 101)) * (float)(1 + j) * 0.37f;
 }
 
 typedef struct batch {
@@ -166,13 +171,17 @@ static size_t check_values(lm_store *s, const char *version, int enc, int tag, s
             for (int k = 0; k < E; k++) maxabs = fmaxf(maxabs, fabsf(x[k]));
             int ok = found[j];
             for (int k = 0; ok && k < E; k++) {
-                if (enc == LM_STORE_ENC_F32) ok = memcmp(&x[k], &y[k], 4) == 0;
-                else if (enc == LM_STORE_ENC_F16) ok = fabsf(x[k] - y[k]) <= fabsf(x[k]) * 0x1p-11f + 0x1p-25f;
-                else ok = fabsf(x[k] - y[k]) <= maxabs / 127.0f * 0.5f * 1.0001f + 1e-7f;
+                if (enc == LM_STORE_ENC_F32)
+                    ok = memcmp(&x[k], &y[k], 4) == 0;
+                else if (enc == LM_STORE_ENC_F16)
+                    ok = fabsf(x[k] - y[k]) <= fabsf(x[k]) * 0x1p-11f + 0x1p-25f;
+                else
+                    ok = fabsf(x[k] - y[k]) <= maxabs / 127.0f * 0.5f * 1.0001f + 1e-7f;
             }
             if (!ok) {
-                if (bad < 3) printf("  %s key %s: found %d, [1] %.9g vs %.9g\n", version ? version : "(current)",
-                                    b.keys[j], found[j], y[1], x[1]);
+                if (bad < 3)
+                    printf("  %s key %s: found %d, [1] %.9g vs %.9g\n", version ? version : "(current)",
+                           b.keys[j], found[j], y[1], x[1]);
                 bad++;
             }
         }
@@ -208,7 +217,8 @@ static int list_names(lm_store *s, char *out, size_t cap)
     if (lm_store_list(s, &v, &n, &err) != LM_OK) return -1;
     size_t o = 0;
     for (size_t i = 0; i < n; i++)
-        o += (size_t)snprintf(out + o, cap - o, "%s%s%s", i ? "," : "", v[i].name, v[i].complete ? "" : "(incomplete)");
+        o += (size_t)snprintf(out + o, cap - o, "%s%s%s", i ? "," : "", v[i].name,
+                              v[i].complete ? "" : "(incomplete)");
     free(v);
     return 0;
 }
@@ -231,8 +241,9 @@ static void test_codec(void)
     bad = 0;
     for (int i = 0; i < 2000000; i++) {
         uint32_t x = (uint32_t)lm_rng_next(&r);
-        if (i & 1) x = (x & 0x80000000u) | (0x33000000u + x % (0x47800000u - 0x33000000u)); /* the half range */
-        if (i % 7 == 0) x &= 0xffffe000u | (1u << 12);                                     /* exact ties */
+        if (i & 1)
+            x = (x & 0x80000000u) | (0x33000000u + x % (0x47800000u - 0x33000000u)); /* the half range */
+        if (i % 7 == 0) x &= 0xffffe000u | (1u << 12);                               /* exact ties */
         float f;
         memcpy(&f, &x, 4);
         if (isnan(f)) continue;
@@ -246,9 +257,11 @@ static void test_codec(void)
     }
     CHECK(bad == 0, "f16 conversion vs _Float16: %d differ", bad);
 #endif
-    CHECK(lm_f32_to_f16(65504.0f) == 0x7bff && lm_f32_to_f16(65519.99f) == 0x7bff && lm_f32_to_f16(65520.0f) == 0x7c00,
+    CHECK(lm_f32_to_f16(65504.0f) == 0x7bff && lm_f32_to_f16(65519.99f) == 0x7bff &&
+              lm_f32_to_f16(65520.0f) == 0x7c00,
           "f16 overflow threshold");
-    CHECK(lm_f32_to_f16(0x1p-25f) == 0 && lm_f32_to_f16(0x1.000002p-25f) == 1 && lm_f32_to_f16(-0x1p-24f) == 0x8001,
+    CHECK(lm_f32_to_f16(0x1p-25f) == 0 && lm_f32_to_f16(0x1.000002p-25f) == 1 &&
+              lm_f32_to_f16(-0x1p-24f) == 0x8001,
           "f16 subnormal rounding");
 
     /* int8: the error bound, a zero vector, errors */
@@ -263,8 +276,9 @@ static void test_codec(void)
     CHECK(worst <= scale / 2 * 1.0001f, "int8 error %g > scale/2 %g", worst, scale / 2);
     CHECK(y[15] == x[15] || fabsf(y[15] - x[15]) < 1e-6f, "int8 keeps the max-abs element");
     memset(x, 0, sizeof x);
-    CHECK(lm_store_encode(LM_STORE_ENC_I8, E, x, buf, &be) == 0 && lm_store_decode(LM_STORE_ENC_I8, E, buf, sizeof buf, y) == 0 &&
-              y[3] == 0, "int8 zero vector");
+    CHECK(lm_store_encode(LM_STORE_ENC_I8, E, x, buf, &be) == 0 &&
+              lm_store_decode(LM_STORE_ENC_I8, E, buf, sizeof buf, y) == 0 && y[3] == 0,
+          "int8 zero vector");
     x[5] = NAN;
     CHECK(lm_store_encode(LM_STORE_ENC_F32, E, x, buf, &be) == 1 && be == 5, "NaN refused");
     x[5] = 70000.0f;
@@ -273,7 +287,8 @@ static void test_codec(void)
     int enc = -1;
     lm_err err = {0};
     CHECK(lm_store_enc_parse("int8", &enc, &err) == LM_OK && enc == LM_STORE_ENC_I8, "parse int8");
-    CHECK(lm_store_enc_parse("bf16", &enc, &err) == LM_EINVAL && HAS(err.msg, "bf16"), "parse bf16: %s", err.msg);
+    CHECK(lm_store_enc_parse("bf16", &enc, &err) == LM_EINVAL && HAS(err.msg, "bf16"), "parse bf16: %s",
+          err.msg);
 }
 
 /* ---- URLs --------------------------------------------------------------------------------- */
@@ -283,8 +298,8 @@ static void bad_url(const char *url, int code, const char *part)
     lm_store *s = NULL;
     lm_err err = {0};
     int rc = lm_store_open(&s, url, LM_STORE_CREATE, &err);
-    CHECK(rc == code && s == NULL && HAS(err.msg, part), "%s: want %d naming '%s', got %d: %s", url, code, part, rc,
-          err.msg);
+    CHECK(rc == code && s == NULL && HAS(err.msg, part), "%s: want %d naming '%s', got %d: %s", url, code,
+          part, rc, err.msg);
     lm_store_close(s);
 }
 
@@ -309,15 +324,17 @@ static void test_urls(void)
     lm_store_open(&s, "redis://user:s3cret@127.0.0.1:1/0", 0, &err);
     CHECK(!HAS(err.msg, "s3cret") && HAS(err.msg, "user:***@"), "password masked: %s", err.msg);
     lm_store_addr u;
-    CHECK(lm_store_url_parse("redis://[::1]:6380/3?prefix=a:b&lease_ms=500", &u, &err) == LM_OK && u.port == 6380 &&
-              u.db == 3 && !strcmp(u.host, "::1") && !strcmp(u.prefix, "a:b") && u.lease_ms == 500,
+    CHECK(lm_store_url_parse("redis://[::1]:6380/3?prefix=a:b&lease_ms=500", &u, &err) == LM_OK &&
+              u.port == 6380 && u.db == 3 && !strcmp(u.host, "::1") && !strcmp(u.prefix, "a:b") &&
+              u.lease_ms == 500,
           "IPv6 URL: %s", err.msg);
     lm_store_url_free(&u);
     CHECK(lm_store_url_parse("redis://cache.internal", &u, &err) == LM_OK && u.port == 6379 && u.db == 0,
           "defaults: %s", err.msg);
     lm_store_url_free(&u);
-    CHECK(lm_store_url_parse("LMDB://rel/path?mapsize=64M", &u, &err) == LM_OK && !strcmp(u.path, "rel/path") &&
-              u.mapsize == 64u << 20, "lmdb URL: %s", err.msg);
+    CHECK(lm_store_url_parse("LMDB://rel/path?mapsize=64M", &u, &err) == LM_OK &&
+              !strcmp(u.path, "rel/path") && u.mapsize == 64u << 20,
+          "lmdb URL: %s", err.msg);
     lm_store_url_free(&u);
 }
 
@@ -413,7 +430,8 @@ static void scenario(const char *url, const char *missing_url, int redis, tr *t)
 
     lm_store_version cur;
     rc = lm_store_current(s, &cur, &err);
-    CHECK(rc == LM_ENOTFOUND && HAS(err.msg, "no version has been published"), "empty store current: %s", err.msg);
+    CHECK(rc == LM_ENOTFOUND && HAS(err.msg, "no version has been published"), "empty store current: %s",
+          err.msg);
     float v[E];
     int found = 1;
     rc = lm_store_get(s, "00000001", 8, v, E, &found, &err);
@@ -434,7 +452,8 @@ static void scenario(const char *url, const char *missing_url, int redis, tr *t)
     trf(t, "v1 %016llx\n", (unsigned long long)h);
     rc = lm_store_current(s, &cur, &err);
     CHECK(rc == LM_OK && !strcmp(cur.name, "v1") && cur.count == NKEYS && cur.complete && cur.current &&
-              !strcmp(cur.model_id, "model-1") && cur.dim == E, "current v1: %s", err.msg);
+              !strcmp(cur.model_id, "model-1") && cur.dim == E,
+          "current v1: %s", err.msg);
     rc = lm_store_get(s, "99999999", 8, v, E, &found, &err);
     CHECK(rc == LM_OK && found == 0 && v[0] == 0, "absent key: not found, zeroed");
     list_tr(s, t, "three");
@@ -442,7 +461,8 @@ static void scenario(const char *url, const char *missing_url, int redis, tr *t)
     /* refusals: E mismatch, an existing version, bad names, bad input, duplicates */
     lm_store_writer *w = NULL;
     rc = lm_store_begin_version(s, "wide", 32, LM_STORE_ENC_F32, "m", &w, &err);
-    CHECK(rc == LM_EMISMATCH && HAS(err.msg, "E=16") && HAS(err.msg, "E=32"), "E mismatch on write: %s", err.msg);
+    CHECK(rc == LM_EMISMATCH && HAS(err.msg, "E=16") && HAS(err.msg, "E=32"), "E mismatch on write: %s",
+          err.msg);
     trf(t, "mismatch write: %d\n", rc);
     float wide[32];
     rc = lm_store_get(s, "00000001", 8, wide, 32, &found, &err);
@@ -473,7 +493,8 @@ static void scenario(const char *url, const char *missing_url, int redis, tr *t)
         float x[E] = {0};
         x[3] = NAN;
         rc = lm_store_put_batch(w, k, l, x, 1, &err);
-        CHECK(rc == LM_EINVAL && HAS(err.msg, "element 3 is NaN") && HAS(err.msg, "00000001"), "NaN input: %s", err.msg);
+        CHECK(rc == LM_EINVAL && HAS(err.msg, "element 3 is NaN") && HAS(err.msg, "00000001"),
+              "NaN input: %s", err.msg);
         lm_store_abort(w);
     }
     rc = lm_store_begin_version(s, "big", E, LM_STORE_ENC_F16, "m", &w, &err);
@@ -542,8 +563,10 @@ static void scenario(const char *url, const char *missing_url, int redis, tr *t)
         if (n > 0) sscanf(msg, "%ld %d %ld %ld", &reads, &nseen, &bad, &failed);
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && n > 0, "reader exit %d", st);
         CHECK(bad == 0 && failed == 0 && reads > 10 && nseen >= 2,
-              "reader: %ld reads, %d versions seen, %ld mixed values, %ld failed reads", reads, nseen, bad, failed);
-        printf("  reader during publishes: %ld reads of 64 keys, %d versions seen, none mixed\n", reads, nseen);
+              "reader: %ld reads, %d versions seen, %ld mixed values, %ld failed reads", reads, nseen, bad,
+              failed);
+        printf("  reader during publishes: %ld reads of 64 keys, %d versions seen, none mixed\n", reads,
+               nseen);
         close(stop[0]);
         close(stop[1]);
         close(report[0]);
@@ -598,8 +621,10 @@ static void scenario(const char *url, const char *missing_url, int redis, tr *t)
     uint8_t junk[10] = {1, 2, 3};
     float nanv[E] = {0};
     nanv[4] = NAN;
-    CHECK(lm_store_test_raw_put(s, "v5", "00000005", 8, junk, sizeof junk, &err) == LM_OK, "damage: %s", err.msg);
-    CHECK(lm_store_test_raw_put(s, "v5", "00000007", 8, nanv, sizeof nanv, &err) == LM_OK, "damage: %s", err.msg);
+    CHECK(lm_store_test_raw_put(s, "v5", "00000005", 8, junk, sizeof junk, &err) == LM_OK, "damage: %s",
+          err.msg);
+    CHECK(lm_store_test_raw_put(s, "v5", "00000007", 8, nanv, sizeof nanv, &err) == LM_OK, "damage: %s",
+          err.msg);
     rc = lm_store_verify(s, "v5", &rep, &err);
     CHECK(rc == LM_EFORMAT && rep.bad_size == 1 && rep.bad_value == 1 && rep.keys == NKEYS &&
               ((HAS(err.msg, "00000005") && HAS(err.msg, "10 bytes, expected 64")) ||
@@ -727,7 +752,8 @@ static int free_port(void)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t n = sizeof a;
     int port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &n) == 0)
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &n) == 0)
         port = ntohs(a.sin_port);
     if (fd >= 0) close(fd);
     return port;
@@ -865,8 +891,10 @@ int main(void)
             scenario(url, missing, 1, &tred);
             int same = tl.len == tred.len && !memcmp(tl.buf, tred.buf, tl.len);
             CHECK(same, "LMDB and Redis give identical results");
-            if (!same) printf("--- LMDB\n%s--- Redis\n%s", tl.buf, tred.buf);
-            else printf("  transcripts identical (%zu bytes)\n", tl.len);
+            if (!same)
+                printf("--- LMDB\n%s--- Redis\n%s", tl.buf, tred.buf);
+            else
+                printf("  transcripts identical (%zu bytes)\n", tl.len);
             printf("Redis only\n");
             test_redis_only(port);
         }
