@@ -567,6 +567,14 @@ int lm_store_get_version(lm_store *s, const char *version, const char *key, size
 int lm_store_get_batch(lm_store *s, const char *version, const char *const *keys, const size_t *key_lens,
                        size_t n, float *out, size_t dim, uint8_t *found, lm_store_version *read, lm_err *err);
 
+/* Walk every task of the complete version `version` (NULL: the current one) in the store's key
+ * order, giving `fn` each key and its vector decoded to `dim` floats (valid during the call); a
+ * non-zero return from fn stops the walk. LM_ENOTFOUND when there is no such version,
+ * LM_EMISMATCH when its E is not `dim`, LM_EFORMAT for a value that does not decode. */
+typedef int (*lm_store_walk_fn)(void *ctx, const char *key, size_t klen, const float *vec);
+int lm_store_walk(lm_store *s, const char *version, uint32_t dim, lm_store_walk_fn fn, void *ctx,
+                  lm_err *err);
+
 /* ---- inspecting and cleaning --------------------------------------------------------------- */
 
 /* Every version, complete or not, oldest first. @note *out is one malloc'd array: free(). */
@@ -612,7 +620,8 @@ typedef struct lm_embed_opts {
     uint32_t keep;        /* old versions kept after publishing */
     int threads;          /* 0: all cores */
     int only_changed;     /* recompute only tasks with a row after changed_since; carry
-                                * the others over from the current version */
+                                * the others over from the current version, also the tasks it
+                                * holds that the dataset lacks */
     double changed_since; /* Unix seconds (the dataset's time unit) */
     size_t chunk;         /* tasks per store batch (default 16384); tasks are taken in
                                 * key order, 64 chunks at a time (16 bytes per task of such a
@@ -624,11 +633,12 @@ typedef struct lm_embed_opts {
 void lm_embed_opts_default(lm_embed_opts *o);
 
 typedef struct lm_embed_report {
-    uint64_t tasks;    /* tasks of the dataset */
-    uint64_t written;  /* embeddings written */
-    uint64_t computed; /* of which computed now */
-    uint64_t carried;  /* of which carried over from the previous version */
-    uint64_t empty;    /* tasks with no rows in the window (left out) */
+    uint64_t tasks;          /* tasks of the dataset */
+    uint64_t written;        /* embeddings written */
+    uint64_t computed;       /* of which computed now */
+    uint64_t carried;        /* of which carried over from the previous version */
+    uint64_t carried_absent; /* of those, tasks absent from the dataset (only_changed runs) */
+    uint64_t empty;          /* tasks with no rows in the window (left out) */
     double seconds, tasks_per_s;
 } lm_embed_report;
 

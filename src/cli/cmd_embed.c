@@ -106,11 +106,12 @@ int cmd_embed(int argc, char **argv)
     if (!rc) rc = lm_embed(m, ds, s, &o, &rep, &err);
     if (o.progress) fprintf(stderr, "\n");
     if (!rc)
-        printf("embed: published version %s of %s: %llu embeddings (%llu computed, %llu carried over, %llu "
-               "tasks "
-               "without rows left out) in %.2f s, %.0f tasks/s\n",
+        printf("embed: published version %s of %s: %llu embeddings (%llu computed, %llu carried over of "
+               "which %llu "
+               "absent from the dataset, %llu tasks without rows left out) in %.2f s, %.0f tasks/s\n",
                version, lm_store_url(s), (unsigned long long)rep.written, (unsigned long long)rep.computed,
-               (unsigned long long)rep.carried, (unsigned long long)rep.empty, rep.seconds, rep.tasks_per_s);
+               (unsigned long long)rep.carried, (unsigned long long)rep.carried_absent,
+               (unsigned long long)rep.empty, rep.seconds, rep.tasks_per_s);
     lm_store_close(s);
     lm_dataset_close(ds);
     lm_model_free(m);

@@ -399,6 +399,77 @@ static void run_partition(embed_run *x, const keyrec *part, size_t np, uint64_t 
     }
 }
 
+/* ---- incremental runs: tasks absent from the dataset ------------------------------------------ */
+
+/* With --only-changed-since, a task the current version holds but today's dataset lacks (its
+ * rows fell out of the log's window, or the log is a delta) keeps its vector: the run carries
+ * every task over unless it has new rows. The walk of the current version spills those tasks
+ * to a temporary file (key length, key, E floats) and they are written from it after the walk,
+ * so memory stays flat however many they are, and the store is never read and written at once. */
+typedef struct absent_ctx {
+    const lm_dataset *ds;
+    FILE *f;
+    size_t E;
+    uint64_t n;
+    int io; /* 1: a write to the spill file failed */
+} absent_ctx;
+
+static int absent_one(void *ctx, const char *key, size_t klen, const float *vec)
+{
+    absent_ctx *a = ctx;
+    uint64_t t;
+    if (lm_dataset_find_task(a->ds, key, klen, &t) == LM_OK) return 0;
+    uint32_t len = (uint32_t)klen;
+    if (fwrite(&len, sizeof len, 1, a->f) != 1 || fwrite(key, 1, klen, a->f) != klen ||
+        fwrite(vec, sizeof(float), a->E, a->f) != a->E) {
+        a->io = 1;
+        return 1;
+    }
+    a->n++;
+    return 0;
+}
+
+static int carry_absent(embed_run *x, lm_err *err)
+{
+    lm_store_version cur;
+    lm_err e2 = {0};
+    if (lm_store_current(x->store, &cur, &e2) == LM_ENOTFOUND) return LM_OK; /* nothing to carry */
+    absent_ctx a = {x->ds, tmpfile(), x->E, 0, 0};
+    if (!a.f) return lm_err_errno(err, LM_EIO, "embed: cannot create a temporary file for carried tasks");
+    int rc = lm_store_walk(x->store, NULL, (uint32_t)x->E, absent_one, &a, err);
+    if (!rc && a.io) rc = lm_err_errno(err, LM_EIO, "embed: writing carried tasks to a temporary file");
+    if (!rc && fflush(a.f) != 0)
+        rc = lm_err_errno(err, LM_EIO, "embed: writing carried tasks to a temporary file");
+    if (!rc) rewind(a.f);
+    size_t batch = x->chunk;
+    char *keys = rc ? NULL : malloc(batch * (LM_STORE_KEY_MAX + 1));
+    if (!rc && !keys) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+    for (uint64_t done = 0; !rc && done < a.n;) {
+        size_t n = 0;
+        for (; n < batch && done + n < a.n; n++) {
+            uint32_t len;
+            char *k = keys + n * (LM_STORE_KEY_MAX + 1);
+            if (fread(&len, sizeof len, 1, a.f) != 1 || len > LM_STORE_KEY_MAX ||
+                fread(k, 1, len, a.f) != len ||
+                fread(x->packed + n * x->E, sizeof(float), x->E, a.f) != x->E) {
+                rc = lm_err_set(err, LM_EIO, "embed: reading back carried tasks from a temporary file");
+                break;
+            }
+            x->keys[n] = k, x->lens[n] = len;
+        }
+        if (!rc) rc = lm_store_put_batch(x->w, x->keys, x->lens, x->packed, n, err);
+        done += n;
+    }
+    if (!rc) {
+        x->rep->carried += a.n;
+        x->rep->carried_absent = a.n;
+        x->rep->written += a.n;
+    }
+    free(keys);
+    fclose(a.f);
+    return rc;
+}
+
 /* ============================================================================================
  * lm_embed
  * ========================================================================================== */
@@ -488,6 +559,7 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
             if (err) *err = x.werr;
         }
     }
+    if (!rc && o->only_changed) rc = carry_absent(&x, err);
     if (!rc)
         rc = lm_store_publish(x.w, o->keep, err);
     else

@@ -798,6 +798,62 @@ static void problem(lm_store_verify_report *rep, const char *fmt, ...)
     va_end(ap);
 }
 
+typedef struct walk_ctx {
+    const lm_store_version *v;
+    float *tmp;
+    lm_store_walk_fn fn;
+    void *ctx;
+    int bad; /* 1: a value did not decode (the walk stopped there) */
+    char key[128];
+} walk_ctx;
+
+static int walk_one(void *ctx, const char *key, size_t klen, const void *val, size_t len)
+{
+    walk_ctx *c = ctx;
+    if (lm_store_decode(c->v->encoding, c->v->dim, val, len, c->tmp) != 0) {
+        c->bad = 1;
+        lm_store_key_str(key, klen, c->key, sizeof c->key);
+        return 1;
+    }
+    return c->fn(c->ctx, key, klen, c->tmp);
+}
+
+int lm_store_walk(lm_store *s, const char *version, uint32_t dim, lm_store_walk_fn fn, void *ctx, lm_err *err)
+{
+    const char *D = s->url.display;
+    if (version) {
+        int rc = lm_store_check_version_name(D, version, err);
+        if (rc != LM_OK) return rc;
+    }
+    lm_store_version *all = NULL;
+    size_t n = 0;
+    int rc = s->ops->list(s, &all, &n, err);
+    if (rc != LM_OK) return rc;
+    const lm_store_version *v = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (version ? !strcmp(all[i].name, version) && all[i].complete : all[i].current) v = &all[i];
+    walk_ctx c = {.v = v, .fn = fn, .ctx = ctx};
+    if (!v)
+        rc = version ? lm_err_set(err, LM_ENOTFOUND, "%s: no complete version '%s'", D, version)
+                     : lm_err_set(err, LM_ENOTFOUND, "%s: no version is published yet", D);
+    else if (v->dim != dim)
+        rc = lm_err_set(err, LM_EMISMATCH, "%s: version '%s' holds vectors of %u floats, not %u", D, v->name,
+                        v->dim, dim);
+    else if (!(c.tmp = lm_malloc_array(dim, sizeof(float))))
+        rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+    if (!rc) {
+        lm_store_version rec;
+        uint64_t nkeys = 0;
+        rc = s->ops->scan(s, v->name, &rec, walk_one, &c, &nkeys, err);
+        if (!rc && c.bad)
+            rc = lm_err_set(err, LM_EFORMAT, "%s: version '%s': the value of task '%s' does not decode", D,
+                            v->name, c.key);
+    }
+    free(c.tmp);
+    free(all);
+    return rc;
+}
+
 static int verify_one(void *ctx, const char *key, size_t klen, const void *val, size_t len)
 {
     verify_ctx *c = ctx;

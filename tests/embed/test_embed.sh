@@ -81,6 +81,21 @@ a=$("$BIN" store get --store "$L" --key "$k1" --version v1 | sed 's/.*"embedding
 b=$("$BIN" store get --store "$L" --key "$k1" --version v3 | sed 's/.*"embedding"://')
 check "  ... with the same vectors" test "$a" = "$b"
 
+# Incremental on a log that lacks some tasks (a delta, or rows out of the window): the tasks the
+# current version holds but the dataset lacks are carried over too, with their vectors.
+drop=$(cut -d, -f1 "$TMP/log.csv" | sed 1d | sort -u | head -40 | paste -sd'|')
+awk -F, -v d="^($drop)\$" 'NR == 1 || $1 !~ d' "$TMP/log.csv" >"$TMP/log_part.csv"
+"$BIN" prepare --schema "$TMP/log.csv.schema.json" --in "$TMP/log_part.csv" --out "$TMP/ds_part" >/dev/null
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds_part" --store "$L" --version v4 --steps 2 --only-changed-since "$newest" --quiet
+check "embed --only-changed-since on a log without 40 tasks: they are carried over too" \
+    grep -q "1500 embeddings (0 computed, 1500 carried over of which 40 absent from the dataset" "$TMP/.out"
+k40=$(echo "$drop" | cut -d'|' -f7)
+a=$("$BIN" store get --store "$L" --key "$k40" --version v1 | sed 's/.*"embedding"://')
+b=$("$BIN" store get --store "$L" --key "$k40" --version v4 | sed 's/.*"embedding"://')
+check "  ... with their vectors (task $k40)" bash -c "[ -n '$a' ] && [ '$a' = '$b' ]"
+run "$BIN" store verify --store "$L" --version v4
+check "  ... and the version verifies" grep -q "1500 keys, 0 bad sizes, 0 bad values, 0 bad keys, record ok" "$TMP/.out"
+
 # f16 and int8 encodings round trip within their precision.
 run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "lmdb://$TMP/store16" --version h --steps 2 --encoding f16 --quiet
 check "embed --encoding f16" test "$rc" -eq 0
@@ -101,7 +116,7 @@ run "$BIN" train --data "$TMP/ds" --epochs 1 --quiet --meta-block mlp:8,8 --out 
 run "$BIN" embed --model "$TMP/m8.st" --data "$TMP/ds" --store "$L" --version e8 --quiet
 check "a model of another embedding size is refused" test "$rc" -eq 1
 run "$BIN" store ls --store "$L"
-check "  ... and v3 still serves" grep -q "^v3 .*\*" "$TMP/.out"
+check "  ... and v4 still serves" grep -q "^v4 .*\*" "$TMP/.out"
 run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "lmdb://$TMP/tiny?mapsize=64K" --version full --steps 1 --quiet
 check "a full store fails with a clear message" bash -c "[ $rc -eq 1 ] && grep -qi 'full' '$TMP/.err'"
 run "$BIN" store get --store "$L" --key no-such-task
@@ -119,6 +134,12 @@ if port=$(bash "$SRC/scripts/redis-test-server.sh" start "$redis_dir" 2>"$TMP/.e
         [ -n "$a" ] && [ "$a" = "$b" ] || same=0
     done
     check "LMDB and Redis give identical vectors" test "$same" -eq 1
+    run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds_part" --store "$R" --version v4 --steps 2 --only-changed-since "$newest" --quiet
+    check "Redis: --only-changed-since on the log without 40 tasks carries them over" \
+        grep -q "1500 embeddings (0 computed, 1500 carried over of which 40 absent from the dataset" "$TMP/.out"
+    a=$("$BIN" store get --store "$L" --key "$k40" --version v4)
+    b=$("$BIN" store get --store "$R" --key "$k40")
+    check "  ... the same vector as LMDB's (task $k40)" bash -c "[ -n '$b' ] && [ '$a' = '$b' ]"
 elif [ "${LM_SKIP_REDIS:-0}" = 1 ]; then
     echo "skip: Redis (LM_SKIP_REDIS=1)"
 else
