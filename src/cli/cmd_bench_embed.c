@@ -9,6 +9,7 @@
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -185,7 +186,10 @@ static int run_embed(const char *model, const char *data, const char *url, uint6
     fflush(NULL);
     double t0 = lm_now();
     pid_t pid = fork();
-    if (pid < 0) return -1;
+    if (pid < 0) {
+        close(pipefd[0]), close(pipefd[1]);
+        return -1;
+    }
     if (pid == 0) {
         close(pipefd[0]);
         dup2(pipefd[1], 1);
@@ -193,9 +197,18 @@ static int run_embed(const char *model, const char *data, const char *url, uint6
         _exit(127);
     }
     close(pipefd[1]);
+    /* The child's stdout is read as it comes (a full pipe would stop it); the summary line is
+     * the first 4 KiB, anything after it is drained and dropped. */
+    fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+    char out[4096], sink[4096];
+    size_t nout = 0;
     int status = 0;
     struct rusage ru;
     for (;;) {
+        ssize_t got;
+        while ((got = read(pipefd[0], nout < sizeof out - 1 ? out + nout : sink,
+                           nout < sizeof out - 1 ? sizeof out - 1 - nout : sizeof sink)) > 0)
+            if (nout < sizeof out - 1) nout += (size_t)got;
         pid_t w = wait4(pid, &status, WNOHANG, &ru);
         if (w == pid) break;
         if (w < 0) {
@@ -207,10 +220,11 @@ static int run_embed(const char *model, const char *data, const char *url, uint6
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     r->wall = lm_now() - t0;
-    char out[4096];
-    ssize_t n = read(pipefd[0], out, sizeof out - 1);
+    ssize_t got;
+    while (nout < sizeof out - 1 && (got = read(pipefd[0], out + nout, sizeof out - 1 - nout)) > 0)
+        nout += (size_t)got;
     close(pipefd[0]);
-    out[n > 0 ? n : 0] = 0;
+    out[nout] = 0;
     r->peak_rss = (double)ru.ru_maxrss * 1024;
     r->cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
              (double)ru.ru_stime.tv_usec * 1e-6;

@@ -33,6 +33,11 @@ static void json_num(const char *name, double v, int comma)
         printf("\"%s\":%.6f%s", name, v, comma ? "," : "");
 }
 
+static int pool_given(const char *pool)
+{
+    return strcmp(pool, "latest") != 0;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     static const cli_cmd cmd = {
@@ -90,6 +95,9 @@ int cmd_eval(int argc, char **argv)
     o.threads = (int)threads;
     if (o.adapt_steps > 0 && o.score_split == LM_SPLIT_VAL && o.adapt_from != LM_ADAPT_TRAIN)
         return cli_usage_error(&cmd, "--score val adapts on the train part only: add --adapt-from train");
+    if (use_floor && (steps || pool_given(pool) || stale_days > 0))
+        return cli_usage_error(&cmd,
+                               "--floor takes no adaptation options (--adapt-steps, --pool, --stale-days)");
     if (!model == !use_floor) return cli_usage_error(&cmd, "give either --model or --floor");
     if (use_floor && o.score_split != LM_SPLIT_TEST)
         return cli_usage_error(&cmd, "--floor scores the test part only");

@@ -130,11 +130,13 @@ done:
 /* Everything that decides the trajectory, so a checkpoint is only resumed by the same run. */
 static char *options_signature(const lm_train_opts *o, const lm_dataset *ds, int threads)
 {
-    char *s = malloc(1024);
+    /* room for the fixed fields (under 600 bytes) and the two block strings, whatever their length */
+    size_t cap = 1024 + strlen(o->meta_block) + strlen(o->global_block);
+    char *s = malloc(cap);
     if (!s) return NULL;
     size_t ilen;
     const char *info = lm_dataset_info_json(ds, &ilen);
-    snprintf(s, 1024,
+    snprintf(s, cap,
              "algo=%d meta=%s global=%s n=%u alpha=%.17g fo=%d w=%.17g B=%u epochs=%u lr=%.17g scale=%d "
              "clip=%.17g "
              "warmup=%" PRIu64 " decay=%d dropout=%.17g seed=%" PRIu64
@@ -145,7 +147,7 @@ static char *options_signature(const lm_train_opts *o, const lm_dataset *ds, int
              o->warmup, o->decay, o->dropout, o->seed, threads, o->patience, o->val_adapt_steps,
              o->id_default_frac, lm_hash64(info, ilen, 0), lm_dataset_nrows(ds));
     /* appended only when on, so checkpoints made before the option still resume */
-    if (o->emb_logit) snprintf(s + strlen(s), 1024 - strlen(s), " emb_logit=1");
+    if (o->emb_logit) snprintf(s + strlen(s), cap - strlen(s), " emb_logit=1");
     return s;
 }
 
