@@ -7,9 +7,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RADIX_BITS 16
@@ -31,7 +34,51 @@ typedef struct run_reader {
     const lm_rec *cur;
 } run_reader;
 
+/* Pages of the sort buffers are faulted in by a thread of their own a little ahead of the
+ * reader that fills them: on a virtual machine a first touch costs about 1.3 s per GB (the host
+ * backs the page, the kernel zeroes it), which on the main thread was an eighth of a prepare's
+ * time. The thread uses MADV_POPULATE_WRITE (Linux 5.14), which maps pages without writing to
+ * them, so it never races with the records written meanwhile; on an older kernel it ends at
+ * once. It keeps at most PREFAULT_AHEAD bytes of each buffer ahead of what is used, so a small
+ * input does not make a large resident set. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define PREFAULT_STEP ((size_t)4 << 20)
+#define PREFAULT_AHEAD ((size_t)32 << 20)
+typedef struct prefault {
+    pthread_t th;
+    int started;
+    atomic_int stop;
+    atomic_size_t used[3]; /* bytes of each buffer in use: the reader's records, the index twice */
+    void *ptr[3];
+    size_t len[3];
+} prefault;
+
+static void *prefault_main(void *arg)
+{
+    prefault *pf = arg;
+    size_t done[3] = {0, 0, 0};
+    while (!atomic_load_explicit(&pf->stop, memory_order_relaxed)) {
+        int worked = 0, finished = 1;
+        for (int i = 0; i < 3; i++) {
+            size_t want = atomic_load_explicit(&pf->used[i], memory_order_relaxed) + PREFAULT_AHEAD;
+            if (want > pf->len[i]) want = pf->len[i];
+            if (done[i] < pf->len[i]) finished = 0;
+            if (done[i] >= want) continue;
+            size_t n = pf->len[i] - done[i] < PREFAULT_STEP ? pf->len[i] - done[i] : PREFAULT_STEP;
+            if (madvise((char *)pf->ptr[i] + done[i], n, MADV_POPULATE_WRITE) != 0) return NULL;
+            done[i] += n;
+            worked = 1;
+        }
+        if (finished) break;
+        if (!worked) nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+    }
+    return NULL;
+}
+
 struct lm_sorter {
+    prefault pf;
     size_t mem;
     char *tmp_dir;
     char *buf; /* records */
@@ -110,8 +157,23 @@ int lm_sorter_new(lm_sorter **out, size_t mem_bytes, const char *tmp_dir, lm_err
         lm_sorter_free(s);
         return lm_err_set(err, LM_ENOMEM, "out of memory (sort buffer of %zu bytes)", mem_bytes);
     }
+    s->pf.ptr[0] = s->buf, s->pf.len[0] = s->buf_cap;
+    s->pf.ptr[1] = s->ents, s->pf.len[1] = s->ents_cap * sizeof(entry);
+    s->pf.ptr[2] = s->tmp, s->pf.len[2] = s->ents_cap * sizeof(entry);
+    atomic_init(&s->pf.stop, 0);
+    for (int i = 0; i < 3; i++) atomic_init(&s->pf.used[i], 0);
+    s->pf.started = pthread_create(&s->pf.th, NULL, prefault_main, &s->pf) == 0;
     *out = s;
     return LM_OK;
+}
+
+/* Stop the prefault thread (before its buffers are freed). */
+static void prefault_join(lm_sorter *s)
+{
+    if (!s->pf.started) return;
+    atomic_store(&s->pf.stop, 1);
+    pthread_join(s->pf.th, NULL);
+    s->pf.started = 0;
 }
 
 /* Stable merge sort of e[0..n) using t[0..n) as scratch; insertion sort for short spans. */
@@ -231,6 +293,11 @@ void lm_sorter_commit(lm_sorter *s)
     lm_rec *r = (lm_rec *)(s->buf + s->used);
     s->ents[s->nents++] = (entry){r->hash, r->time, r->tie, s->used};
     s->used += r->len;
+    if ((s->nents & 1023) == 0) { /* tell the prefault thread, now and then */
+        atomic_store_explicit(&s->pf.used[0], s->used, memory_order_relaxed);
+        atomic_store_explicit(&s->pf.used[1], s->nents * sizeof(entry), memory_order_relaxed);
+        atomic_store_explicit(&s->pf.used[2], s->nents * sizeof(entry), memory_order_relaxed);
+    }
     size_t live = s->used + s->nents * 2 * sizeof(entry);
     if (live > s->peak) s->peak = live;
 }
@@ -308,6 +375,7 @@ int lm_sorter_finish(lm_sorter *s, lm_err *err)
         if (rc) return rc;
     }
     /* Merge: give the records buffer back and split the budget among the run readers. */
+    prefault_join(s);
     free(s->buf);
     s->buf = NULL;
     free(s->ents);
@@ -372,6 +440,7 @@ size_t lm_sorter_peak_bytes(const lm_sorter *s)
 void lm_sorter_free(lm_sorter *s)
 {
     if (!s) return;
+    prefault_join(s);
     for (size_t i = 0; s->readers && i < s->nruns; i++) {
         if (s->readers[i].fd >= 0) close(s->readers[i].fd);
         free(s->readers[i].buf);
