@@ -8,6 +8,7 @@
  * Environment: LM_TMP (scratch; each case gets its own folder under LM_TMP/test_prepare.PID),
  * LM_SHARED (the ../shared folder with data/ml-100k; the MovieLens checks are skipped without
  * it). Exit status 1 on any failure; the last line is "N passed, M failed". */
+#include "lm_testfs.h"
 #include "core/core.h"
 #include "data/dsfile.h"
 
@@ -61,19 +62,6 @@ static void end(void)
  * Files and folders
  * ========================================================================================== */
 
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-    mkdir(buf, 0755);
-}
-
 static int exists(const char *path)
 {
     struct stat st;
@@ -93,7 +81,7 @@ static char *case_dir(const char *name)
     safe[k] = 0;
     char *d = lm_path_join(g_base, safe);
     lm_rmtree(d);
-    mkdir_p(d);
+    lm_test_mkdir_p(d);
     return d;
 }
 
@@ -765,7 +753,7 @@ static void test_skip_bad_rows(void)
     sb_printf(&b, HDR);
     for (int i = 0; i < 30; i++) sb_printf(&b, "1,%d,1,0.5,2,7\n1,bad%d,1,0.5,2,7\n", i, i);
     char *sub = lm_path_join(dir, "many");
-    mkdir_p(sub);
+    lm_test_mkdir_p(sub);
     free(write_text(sub, "log.csv", b.p));
     o.skip_bad_rows = 1000;
     rc = prep(sub, BASE_SCHEMA, names, 1, &o, &sum, &ds, &err);
@@ -877,7 +865,7 @@ static void test_order(void)
     lm_dataset_close(ds);
     /* Without a tiebreak, equal times keep the file order. */
     char *sub = lm_path_join(dir, "notie");
-    mkdir_p(sub);
+    lm_test_mkdir_p(sub);
     free(write_text(sub, "log.csv",
                     "user_id,ts,clicked,seq,prio\nu1,300,1,0,1\nu1,100,0,1,2\nu1,100,1,2,1\nu1,200,0,3,0\n"
                     "u1,100,0,4,1\nu1,-5,1,5,9\nu1,1.5,0,6,0\n"));
@@ -894,7 +882,7 @@ static void test_order(void)
     free(sub);
     /* Many tasks, many ties: every task ordered by (time, prio, input order). */
     sub = lm_path_join(dir, "random");
-    mkdir_p(sub);
+    lm_test_mkdir_p(sub);
     sbuf b = {0};
     sb_printf(&b, "user_id,ts,clicked,seq,prio\n");
     uint64_t st = 7;
@@ -987,7 +975,7 @@ static void test_splits(void)
         char sub[64];
         snprintf(sub, sizeof sub, "set%zu", si);
         char *sd = lm_path_join(dir, sub);
-        mkdir_p(sd);
+        lm_test_mkdir_p(sd);
         char *src = lm_path_join(dir, "log.csv"), *dst = lm_path_join(sd, "log.csv");
         CHECK(link(src, dst) == 0 || errno == EEXIST, "link: %s", strerror(errno));
         lm_prepare_opts o;
@@ -1186,7 +1174,7 @@ static void test_new_rules(void)
         snprintf(sub, sizeof sub, "r%zu", r);
         char *sd = lm_path_join(dir, sub), *src = lm_path_join(dir, "log.csv"),
              *dst = lm_path_join(sd, "log.csv");
-        mkdir_p(sd);
+        lm_test_mkdir_p(sd);
         CHECK(link(src, dst) == 0, "link: %s", strerror(errno));
         lm_prepare_opts o;
         lm_prepare_opts_default(&o);
@@ -1228,7 +1216,7 @@ static void test_new_rules(void)
         if (rules[r].rule == LM_NEWRULE_HASH && rules[r].frac == 0.3) {
             /* deterministic: a second run gives the same bytes */
             char *sd2 = lm_path_join(sd, "again");
-            mkdir_p(sd2);
+            lm_test_mkdir_p(sd2);
             char *dst2 = lm_path_join(sd2, "log.csv");
             CHECK(link(src, dst2) == 0, "link");
             lm_dataset *ds2;
@@ -1378,7 +1366,7 @@ static void test_window_days(void)
     lm_dataset_close(ds);
     /* window and cap together: the window first, then the most recent N */
     char *sub = lm_path_join(dir, "both");
-    mkdir_p(sub);
+    lm_test_mkdir_p(sub);
     char *src = lm_path_join(dir, "log.csv"), *dst = lm_path_join(sub, "log.csv");
     CHECK(link(src, dst) == 0, "link");
     o.max_per_task = 2;
@@ -1642,7 +1630,7 @@ static void test_formats(void)
     lm_dataset_close(ds);
     /* "\\t" (backslash, t) is accepted too */
     char *sub = lm_path_join(dir, "escaped");
-    mkdir_p(sub);
+    lm_test_mkdir_p(sub);
     free(write_text(sub, "log.csv", "user_id\tts\tclicked\tx\nu\t1\t1\t2\n"));
     rc = prep(sub,
               "{'delimiter': '\\\\t', 'task': ['user_id'], 'time': 'ts', 'label': 'clicked', 'dense': ['x']}",
@@ -1672,7 +1660,7 @@ static void test_formats(void)
     }
     lm_dataset_close(ds);
     sub = lm_path_join(dir, "regression");
-    mkdir_p(sub);
+    lm_test_mkdir_p(sub);
     free(write_text(sub, "log.csv", "user_id,ts,y,x\nu,1,3.25,1\nu,2,-1e3,1\n"));
     rc = prep(
         sub,
@@ -1742,7 +1730,7 @@ static void test_spilled_runs(void)
     char *sp = write_text(dir, "schema.json", json);
     char *small = lm_path_join(dir, "small"), *big = lm_path_join(dir, "big"),
          *runs = lm_path_join(dir, "runs");
-    mkdir_p(runs);
+    lm_test_mkdir_p(runs);
     lm_schema *s = NULL;
     lm_err err = {0};
     int rc = lm_schema_load(&s, sp, &err);
@@ -1816,7 +1804,7 @@ static void test_shared_tmp_dir(void)
         conc[k] = lm_path_join(dir, name);
     }
     char *runs = lm_path_join(dir, "runs");
-    mkdir_p(runs);
+    lm_test_mkdir_p(runs);
     char *json = q("{'task': ['user_id'], 'time': 'ts', 'label': 'clicked', 'dense': ['x']}");
     lm_schema *s = NULL;
     lm_err err = {0};
@@ -2328,7 +2316,7 @@ int main(void)
     if (!tmp || !*tmp) tmp = "/tmp/limaml-test";
     snprintf(g_base, sizeof g_base, "%s/test_prepare.%d", tmp, (int)getpid());
     lm_rmtree(g_base);
-    mkdir_p(g_base);
+    lm_test_mkdir_p(g_base);
     const char *shared = getenv("LM_SHARED");
 
     for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) run_bad_case(&bad_cases[i]);

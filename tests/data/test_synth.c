@@ -1,6 +1,7 @@
 /* test_synth.c: the synthetic log generator: format, schema, determinism, and the statistical
  * properties the experiments rely on (heavy-tailed tasks, per-task effects, new tasks), plus
  * option checking and clean failure. */
+#include "lm_testfs.h"
 #include "core/core.h"
 
 #include <cjson/cJSON.h>
@@ -36,19 +37,6 @@ static const char *expected_cols[NCOLS] = {"user_id",  "ts",       "clicked", "c
                                            "i_f4",     "i_f5",     "i_f6",    "i_f7",    "ctx_hour"};
 
 static char tmpdir[4096];
-
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-    mkdir(buf, 0755);
-}
 
 static char *tmp_path(const char *name)
 {
@@ -522,7 +510,7 @@ int main(void)
 {
     const char *t = getenv("LM_TMP");
     snprintf(tmpdir, sizeof tmpdir, "%s/synth", t && *t ? t : "/tmp/limaml-test");
-    mkdir_p(tmpdir);
+    lm_test_mkdir_p(tmpdir);
     test_generate();
     test_small();
     test_invalid();

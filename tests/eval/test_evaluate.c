@@ -19,28 +19,9 @@
 #include <unistd.h>
 
 #include "lm_check.h"
+#include "lm_testfs.h"
 
 #define DAY 86400.0
-
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-    mkdir(buf, 0755);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f && fputs(text, f) >= 0, "cannot write %s", path);
-    if (f) fclose(f);
-}
 
 /* Times in seconds. A and B are warm, C is new (validation and test only). The validation rows
  * and what a one-day-stale embedding keeps of them:
@@ -101,8 +82,8 @@ static lm_dataset *make(const char *dir, const char *name, const char *log)
     snprintf(path, sizeof path, "%s/%s.csv", dir, name);
     snprintf(sp, sizeof sp, "%s/%s.schema.json", dir, name);
     snprintf(out, sizeof out, "%s/%s", dir, name);
-    write_text(path, log);
-    write_text(sp, SCHEMA);
+    lm_test_write_text(path, log);
+    lm_test_write_text(sp, SCHEMA);
     lm_err err = {0};
     lm_schema *s = NULL;
     lm_prepare_opts po;
@@ -165,7 +146,7 @@ int main(void)
     const char *tmp = getenv("LM_TMP") ? getenv("LM_TMP") : "/tmp";
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/test_evaluate.%d", tmp, (int)getpid());
-    mkdir_p(dir);
+    lm_test_mkdir_p(dir);
     lm_dataset *full = make(dir, "full", LOG_FULL), *cut = make(dir, "cut", LOG_CUT);
     lm_model *m = full ? train(full, LM_TRAIN_LIMAML) : NULL;
     lm_model *p = full ? train(full, LM_TRAIN_PLAIN) : NULL;

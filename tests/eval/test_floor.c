@@ -16,26 +16,7 @@
 #include <unistd.h>
 
 #include "lm_check.h"
-
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-    mkdir(buf, 0755);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f && fputs(text, f) >= 0, "cannot write %s", path);
-    if (f) fclose(f);
-}
+#include "lm_testfs.h"
 
 /* AUC by counting pairs, ties one half: the definition, independent of lm_auc's sort. */
 static double auc_pairs(const double *s, const int *y, int n)
@@ -86,12 +67,12 @@ static void test_by_hand(const char *tmp)
 {
     char dir[4096], path[4200], out[4200];
     snprintf(dir, sizeof dir, "%s/test_floor.%d", tmp, (int)getpid());
-    mkdir_p(dir);
+    lm_test_mkdir_p(dir);
     snprintf(path, sizeof path, "%s/log.csv", dir);
-    write_text(path, LOG);
+    lm_test_write_text(path, LOG);
     char sp[4200];
     snprintf(sp, sizeof sp, "%s/log.schema.json", dir);
-    write_text(sp, SCHEMA);
+    lm_test_write_text(sp, SCHEMA);
     snprintf(out, sizeof out, "%s/ds", dir);
     lm_err err = {0};
     lm_schema *s = NULL;
@@ -242,7 +223,7 @@ int main(void)
 {
     const char *tmp = getenv("LM_TMP");
     if (!tmp || !*tmp) tmp = "/tmp";
-    mkdir_p(tmp);
+    lm_test_mkdir_p(tmp);
     test_by_hand(tmp);
     test_movielens(getenv("LM_SHARED"), tmp);
     return CHECK_DONE();

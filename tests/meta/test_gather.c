@@ -7,32 +7,11 @@
  * Also: too small a buffer (LM_ELIMIT), wrong widths (LM_EMISMATCH), a bad split (LM_EINVAL),
  * and a LiMAML step on gathered rows. */
 #include "meta/meta_check.h"
+#include "lm_testfs.h"
 
 #include <sys/stat.h>
 
 static char tmpdir[4096];
-
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-    mkdir(buf, 0755);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    lm_err err = {0};
-    if (lm_write_file_atomic(path, text, strlen(text), &err) != LM_OK) {
-        printf("FAIL write %s: %s\n", path, err.msg);
-        exit(1);
-    }
-}
 
 /* A log of 7 users with 3..16 examples each: 3 meta, 2 dense, 2 categorical features. With
  * `split_col`, a part column assigns train/val/test, out of time order for some users. */
@@ -59,14 +38,14 @@ static void write_log(const char *csv, const char *schema, int split_col, lm_rng
             len += (size_t)snprintf(text + len, cap - len, "\n");
         }
     }
-    write_text(csv, text);
+    lm_test_write_text(csv, text);
     snprintf(text, cap,
              "{\"delimiter\": \",\", \"header\": true, \"task\": [\"user\"], \"time\": \"ts\", "
              "\"label\": \"y\", \"meta\": [\"m0\", \"m1\", \"m2\"], \"dense\": [\"d0\", \"d1\"], "
              "\"categorical\": [{\"column\": \"item\", \"buckets\": 32, \"dim\": 4}, "
              "{\"column\": \"ch\", \"buckets\": 4, \"dim\": 2}]%s}",
              split_col ? ", \"split\": \"part\"" : "");
-    write_text(schema, text);
+    lm_test_write_text(schema, text);
     free(text);
 }
 
@@ -235,7 +214,7 @@ int main(void)
 {
     const char *t = getenv("LM_TMP");
     snprintf(tmpdir, sizeof tmpdir, "%s/meta_gather", t && *t ? t : "/tmp/limaml-test");
-    mkdir_p(tmpdir);
+    lm_test_mkdir_p(tmpdir);
     lm_rng rng;
     lm_rng_seed(&rng, 31337);
     lm_dataset *a = build("ordered", 0, &rng);

@@ -27,6 +27,7 @@
  * message; LM_SRC (the source root, to find tools/torch_ref.py; default: derived from this
  * file's path at compile time). */
 #include "meta/meta_check.h"
+#include "lm_testfs.h"
 #include "model/safetensors.h"
 
 #include <inttypes.h>
@@ -543,19 +544,6 @@ static void compare_case(const run *r, const char *ref_path, const char *tag)
  * running the reference
  * ========================================================================================== */
 
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        mkdir(buf, 0755);
-        *p = '/';
-    }
-    mkdir(buf, 0755);
-}
-
 /* tools/torch_ref.py under $LM_SRC, or under the source root this file was compiled from. */
 static int script_path(char *out, size_t cap)
 {
@@ -601,7 +589,7 @@ int main(void)
     int required = require && !strcmp(require, "1");
     char dir[3000];
     snprintf(dir, sizeof dir, "%s/meta_torch_ref.%d", tmp && *tmp ? tmp : "/tmp/limaml-test", (int)getpid());
-    mkdir_p(dir);
+    lm_test_mkdir_p(dir);
 
     static run runs[MAX_CASES];
     static char paths[MAX_CASES][4096], ref_paths[MAX_CASES][4096];
