@@ -107,20 +107,6 @@ void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dens
 
 #else /* not x86: never picked */
 
-/* o = b + sum_i a[i] wt[i] over NV vectors kept in registers (the hidden layers). */
-#define DENSE_REGS(NV)                                                                                       \
-    do {                                                                                                     \
-        __m256 acc[NV];                                                                                      \
-        for (int v = 0; v < NV; v++) acc[v] = _mm256_loadu_ps(p->b[l] + 8 * v);                              \
-        const float *wl = p->wt[l];                                                                          \
-        for (size_t i = 0; i < p->H[l - 1]; i++, wl += W2) {                                                 \
-            __m256 x = _mm256_set1_ps(a[i]);                                                                 \
-            for (int v = 0; v < NV; v++)                                                                     \
-                acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(x, _mm256_loadu_ps(wl + 8 * v)));               \
-        }                                                                                                    \
-        for (int v = 0; v < NV; v++) _mm256_storeu_ps(o + 8 * v, acc[v]);                                    \
-    } while (0)
-
 void lm_srv_rows_avx2(const lm_srv_pack *p, const float *base, const float *dense, const uint32_t *cat,
                       size_t B, float zoff, float *z, float *h)
 {
