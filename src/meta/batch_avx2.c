@@ -15,38 +15,10 @@
 #pragma GCC target("avx2,fma,bmi,bmi2")
 #endif
 
-#include <immintrin.h>
 #include <math.h>
 
-/* Full unrolling of the tile loops (constant trip counts after inlining) is what keeps the
- * accumulators in registers; GCC and clang spell the request differently. */
-#if defined(__clang__)
-#define BT_UNROLL(n) _Pragma("unroll")
-#else
-#define BT_STR(x) #x
-#define BT_UNROLL(n) _Pragma(BT_STR(GCC unroll n))
-#endif
-
-typedef __m256 vf;
-#define VW 8
-#define V_LD(p) _mm256_loadu_ps(p)
-#define V_ST(p, x) _mm256_storeu_ps((p), (x))
-#define V_ADD(a, b) _mm256_add_ps((a), (b))
-#define V_MUL(a, b) _mm256_mul_ps((a), (b))
-#define V_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define V_SET1(x) _mm256_set1_ps(x)
-#define V_ZERO() _mm256_setzero_ps()
-#define V_RELU(x) _mm256_max_ps((x), _mm256_setzero_ps())
-#define V_POS(x, ref) _mm256_and_ps((x), _mm256_cmp_ps((ref), _mm256_setzero_ps(), _CMP_GT_OQ))
-
-static inline float hsum8(__m256 x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#define V_HSUM(x) hsum8(x)
+#include "meta/vec_avx2.h"
+#define BT_UNROLL(n) V_UNROLL(n)
 
 /* Lanes 0 .. n-1 set (n <= 8). */
 static inline __m256i tail_mask(size_t n)
@@ -160,7 +132,7 @@ static void k_nt(size_t M, size_t O, size_t K, const float *A, size_t lda, const
                 s2 = _mm256_fmadd_ps(x, _mm256_maskload_ps(b + 2 * ldb + k, m), s2);
                 s3 = _mm256_fmadd_ps(x, _mm256_maskload_ps(b + 3 * ldb + k, m), s3);
             }
-            float t[4] = {hsum8(s0), hsum8(s1), hsum8(s2), hsum8(s3)};
+            float t[4] = {V_HSUM(s0), V_HSUM(s1), V_HSUM(s2), V_HSUM(s3)};
             for (int q = 0; q < 4; q++)
                 c[o + q] = (acc ? c[o + q] : bias ? bias[o + q] : 0) + t[q];
         }
@@ -171,7 +143,7 @@ static void k_nt(size_t M, size_t O, size_t K, const float *A, size_t lda, const
                 s = _mm256_fmadd_ps(_mm256_maskload_ps(a + k, m),
                                     _mm256_maskload_ps(B + o * ldb + k, m), s);
             }
-            c[o] = (acc ? c[o] : bias ? bias[o] : 0) + hsum8(s);
+            c[o] = (acc ? c[o] : bias ? bias[o] : 0) + V_HSUM(s);
         }
     }
 }

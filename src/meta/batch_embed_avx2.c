@@ -11,36 +11,10 @@
 #pragma GCC target("avx2,fma,bmi,bmi2")
 #endif
 
-#include <immintrin.h>
 #include <math.h>
 
-#if defined(__clang__)
-#define BE_UNROLL(n) _Pragma("unroll")
-#else
-#define BE_STR(x) #x
-#define BE_UNROLL(n) _Pragma(BE_STR(GCC unroll n))
-#endif
-
-typedef __m256 vf;
-#define VW 8
-#define V_LD(p) _mm256_loadu_ps(p)
-#define V_ST(p, x) _mm256_storeu_ps((p), (x))
-#define V_ADD(a, b) _mm256_add_ps((a), (b))
-#define V_MUL(a, b) _mm256_mul_ps((a), (b))
-#define V_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define V_SET1(x) _mm256_set1_ps(x)
-#define V_ZERO() _mm256_setzero_ps()
-#define V_RELU(x) _mm256_max_ps((x), _mm256_setzero_ps())
-#define V_POS(x, ref) _mm256_and_ps((x), _mm256_cmp_ps((ref), _mm256_setzero_ps(), _CMP_GT_OQ))
-
-static inline float hsum8(__m256 x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#define V_HSUM(x) hsum8(x)
+#include "meta/vec_avx2.h"
+#define BE_UNROLL(n) V_UNROLL(n)
 
 #define BE_TILED
 #define BE_RUN be_run_avx2

@@ -13,29 +13,10 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2")
 #endif
 
-#include <immintrin.h>
 #include <math.h>
 
-/* Full unrolling of the tile loops keeps the accumulators in registers. */
-#if defined(__clang__)
-#define BE_UNROLL(n) _Pragma("unroll")
-#else
-#define BE_STR(x) #x
-#define BE_UNROLL(n) _Pragma(BE_STR(GCC unroll n))
-#endif
-
-typedef __m512 vf;
-#define VW 16
-#define V_LD(p) _mm512_loadu_ps(p)
-#define V_ST(p, x) _mm512_storeu_ps((p), (x))
-#define V_ADD(a, b) _mm512_add_ps((a), (b))
-#define V_MUL(a, b) _mm512_mul_ps((a), (b))
-#define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define V_SET1(x) _mm512_set1_ps(x)
-#define V_ZERO() _mm512_setzero_ps()
-#define V_RELU(x) _mm512_max_ps((x), _mm512_setzero_ps())
-#define V_POS(x, ref) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((ref), _mm512_setzero_ps(), _CMP_GT_OQ), (x))
-#define V_HSUM(x) _mm512_reduce_add_ps(x)
+#include "meta/vec_avx512.h"
+#define BE_UNROLL(n) V_UNROLL(n)
 
 #define BE_TILED
 #define BE_RUN be_run_avx512

@@ -5,18 +5,7 @@
 
 #include <math.h>
 
-typedef float vf;
-#define VW 1
-#define V_LD(p) (*(p))
-#define V_ST(p, x) (*(p) = (x))
-#define V_ADD(a, b) ((a) + (b))
-#define V_MUL(a, b) ((a) * (b))
-#define V_FMA(a, b, c) ((a) * (b) + (c))
-#define V_SET1(x) (x)
-#define V_ZERO() 0.0f
-#define V_RELU(x) ((x) > 0 ? (x) : 0.0f)
-#define V_POS(x, ref) ((ref) > 0 ? (x) : 0.0f)
-#define V_HSUM(x) (x)
+#include "meta/vec_plain.h"
 
 /* Row r of C is set up (Cin's row, the bias or zero), then K rank-1 updates walk B's rows
  * contiguously, then the epilogue. Cin may be C. */
