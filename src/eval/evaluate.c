@@ -135,7 +135,7 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     lm_err ferr = {0};
     /* LiMAML's embeddings come from lm_embed's engine where it serves (an MLP meta block), so
      * the scores here are the ones `limaml serve` gives from a store `limaml embed` wrote with
-     * the same adaptation, bit for bit, and 5 to 10 times faster than the reference; the plan
+     * the same adaptation, bit for bit, and faster than the per-task reference; the plan
      * (the packed weights) is shared by the threads, each has its own workspace. */
     lm_meta_embed_plan *plan = NULL;
     if (!whole && o->adapt_steps > 0 && lm_meta_embed_supported(net, NULL) == LM_OK) {
