@@ -83,6 +83,18 @@ typedef struct lm_cat_spec {
     uint32_t dim;
 } lm_cat_spec;
 
+/* A history rate of a categorical column ("rates" in the schema): prepare appends two dense
+ * features, COLUMN_rate (the smoothed mean label of the column's value over the training pool)
+ * and COLUMN_logcount (log(1 + its count) / 10), computed after grouping (src/data/rates.c).
+ * A training row's figures leave out its own task's fold (tasks fall in `folds` folds by a
+ * hash of their key), so no row sees its own label; the other rows see the whole pool. */
+typedef struct lm_rate_spec {
+    char *column;     /* a categorical column of the schema */
+    uint32_t cat;     /* its index in `cat` */
+    double smoothing; /* pseudo-examples at the pool's mean label (default 5) */
+    uint32_t folds;   /* >= 2 (default 5) */
+} lm_rate_spec;
+
 /* A feature table joined to the interactions by a key column ("join" in the schema). */
 typedef struct lm_join_spec {
     char *file;     /* resolved against the schema file's folder when relative */
@@ -121,6 +133,10 @@ typedef struct lm_schema {
     lm_join_spec *join;
     size_t njoin;
     char *json; /* the schema as canonical JSON text (stored in datasets and models) */
+    /* History rates: their 2 * nrate dense features are the last ones of `dense` (names
+     * COLUMN_rate, COLUMN_logcount), filled by prepare rather than read from the input. */
+    lm_rate_spec *rate;
+    size_t nrate;
 } lm_schema;
 
 /* Parse a schema from JSON text; `path` names it in errors and resolves join files. */
@@ -166,6 +182,9 @@ typedef struct lm_prepare_opts {
     size_t mem_bytes;          /* memory for sorting before spilling runs to disk */
     const char *tmp_dir;       /* where sort runs go; NULL: beside the output */
     int force;                 /* replace an existing output folder */
+    /* A final fit with settings chosen earlier: warm tasks' validation rows join their train
+     * part (re-split into support and query); the test parts are the same as without it. */
+    int refit;
 } lm_prepare_opts;
 
 void lm_prepare_opts_default(lm_prepare_opts *o);
@@ -253,6 +272,10 @@ const char *lm_dataset_info_json(const lm_dataset *ds, size_t *len);
 
 /* Task definitions for MovieLens: per user, or per (user, the item's first genre). */
 enum { LM_ML_TASK_USER = 0, LM_ML_TASK_USER_GENRE = 1 };
+/* Or'ed into lm_prepare_movielens's task_def: the item's history rate and log count as two
+ * more dense features ("rates" in the schema: out-of-fold on training rows), the history
+ * features a practitioner's tree model would get; not part of PROTOCOL.md's features. */
+#define LM_ML_ITEM_RATES 0x100
 
 /* Build the dataset of PROTOCOL.md from the MovieLens-100K folder `ml_dir` (u.data, u.user,
  * u.item, u.occupation) into `out_dir`, through lm_prepare and its join machinery. The

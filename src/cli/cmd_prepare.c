@@ -76,7 +76,7 @@ int cmd_prepare(int argc, char **argv)
     uint64_t max_per_task, skip_bad;
     double window, train, val, new_val, support;
     size_t mem;
-    int force;
+    int force, refit, item_rates;
     cli_opt opts[] = {
         {"schema", CLI_STR, &schema_path, "S", NULL, 0,
          "JSON schema of the logs (required, except with movielens)"},
@@ -97,6 +97,10 @@ int cmd_prepare(int argc, char **argv)
          "a key missing from a joined table: an error, or zeros counted in the summary"},
         {"mem", CLI_SIZE, &mem, "BYTES", "256M", 0, "sort buffer; larger inputs spill sorted runs"},
         {"tmp-dir", CLI_STR, &tmp_dir, "DIR", NULL, 0, "folder for sort runs (default: beside --out)"},
+        {"refit", CLI_FLAG, &refit, NULL, NULL, 0,
+         "warm tasks' validation rows join their train part (a final fit; test parts unchanged)"},
+        {"item-rates", CLI_FLAG, &item_rates, NULL, NULL, 0,
+         "movielens only: add the item's history rate and log count (\"rates\" in a schema)"},
         {"force", CLI_FLAG, &force, NULL, NULL, 0, "replace an existing output folder"},
         {0},
     };
@@ -118,6 +122,7 @@ int cmd_prepare(int argc, char **argv)
     o.mem_bytes = mem;
     o.tmp_dir = tmp_dir;
     o.force = force;
+    o.refit = refit;
     if (movielens) {
         o.new_rule = LM_NEWRULE_MOD;
         o.new_mod = 5;
@@ -168,11 +173,16 @@ int cmd_prepare(int argc, char **argv)
             cli_usage_error(&cmd, "--task must be 'user' or 'user,genre', not '%s'", task);
             goto done;
         }
+        if (item_rates) def |= LM_ML_ITEM_RATES;
         if (lm_prepare_movielens(in.v[0], out, def, &o, &sum, &err) != LM_OK) {
             rc = cli_fail(&err);
             goto done;
         }
     } else {
+        if (item_rates) {
+            cli_usage_error(&cmd, "--item-rates is for 'prepare movielens'; a schema names its \"rates\"");
+            goto done;
+        }
         if (!schema_path) {
             cli_usage_error(&cmd, "missing required option --schema");
             goto done;

@@ -44,4 +44,9 @@ static inline uint32_t lm_ds_row_bytes(uint32_t nfloat, uint32_t ncat)
     return (b + 7u) & ~7u;
 }
 
+/* Fill the schema's history rates (its last 2 * nrate dense features) into DIR/dataset.lmd,
+ * written by lm_dswriter_finish and not yet published, update its checksums, and write the
+ * whole pool's figures to DIR/rates_COLUMN.csv (rates.c). */
+int lm_ds_fill_rates(const char *dir, const lm_schema *s, lm_err *err);
+
 #endif

@@ -251,7 +251,7 @@ static int write_log_with_genre(const char *dir, const char *stage, lm_err *err)
     return rc;
 }
 
-static char *schema_json(int task_def, size_t nocc)
+static char *schema_json(int task_def, size_t nocc, int rates)
 {
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "delimiter", "\t");
@@ -288,6 +288,12 @@ static char *schema_json(int task_def, size_t nocc)
     cJSON_AddNumberToObject(item, "buckets", 1683);
     cJSON_AddNumberToObject(item, "dim", 8);
     cJSON_AddItemToArray(cat, item);
+    if (rates) {
+        cJSON *ra = cJSON_AddArrayToObject(r, "rates");
+        cJSON *ri = cJSON_CreateObject();
+        cJSON_AddItemToArray(ra, ri);
+        cJSON_AddStringToObject(ri, "column", "item_id");
+    }
     cJSON *join = cJSON_AddArrayToObject(r, "join");
     cJSON *ju = cJSON_CreateObject(), *ji = cJSON_CreateObject();
     cJSON_AddStringToObject(ju, "file", "users.csv");
@@ -313,6 +319,8 @@ int lm_prepare_movielens(const char *ml_dir, const char *out_dir, int task_def, 
         def.new_mod = 5;
         o = &def;
     }
+    int rates = (task_def & LM_ML_ITEM_RATES) != 0;
+    task_def &= ~LM_ML_ITEM_RATES;
     if (task_def != LM_ML_TASK_USER && task_def != LM_ML_TASK_USER_GENRE)
         return lm_err_set(err, LM_EINVAL, "movielens: unknown task definition %d", task_def);
     if (!o->force && access(out_dir, F_OK) == 0)
@@ -335,7 +343,7 @@ int lm_prepare_movielens(const char *ml_dir, const char *out_dir, int task_def, 
     if (!rc) rc = write_items(ml_dir, stage, err);
     if (!rc && task_def == LM_ML_TASK_USER_GENRE) rc = write_log_with_genre(ml_dir, stage, err);
     if (!rc) {
-        json = schema_json(task_def, nocc);
+        json = schema_json(task_def, nocc, rates);
         spath = lm_path_join(stage, "schema.json");
         log = task_def == LM_ML_TASK_USER_GENRE ? lm_path_join(stage, "u.data.genre.tsv")
                                                 : lm_path_join(ml_dir, "u.data");

@@ -35,7 +35,7 @@ void lm_prepare_opts_default(lm_prepare_opts *o)
 
 /* Where a feature's value comes from: a log column or a joined table's kept column. */
 typedef struct src {
-    int table;    /* -1: the log */
+    int table;    /* -1: the log, -3: a history rate (filled after grouping, rates.c) */
     uint32_t idx; /* log column, or column among the table's kept ones */
 } src;
 
@@ -217,13 +217,16 @@ static int map_columns(prep *p, const char *file, lm_csv *r, lm_field *f, int fi
 #undef NEED
     uint32_t nfeat = p->nf + p->nc;
     if (first_file) {
+        uint32_t rates_from = (uint32_t)(s->nmeta + s->ndense - 2 * s->nrate);
         for (uint32_t i = 0; i < nfeat; i++)
-            p->feat[i] = find_col(p->cols, p->ncols, feat_name(s, i)) >= 0 ? (src){-1, 0} : (src){-2, 0};
+            p->feat[i] = i >= rates_from && i < p->nf                        ? (src){-3, 0}
+                         : find_col(p->cols, p->ncols, feat_name(s, i)) >= 0 ? (src){-1, 0}
+                                                                             : (src){-2, 0};
         int rc = setup_joins(p, p->cols, p->ncols, file);
         if (rc) return rc;
     }
     for (uint32_t i = 0; i < nfeat; i++) {
-        if (p->feat[i].table >= 0) continue;
+        if (p->feat[i].table >= 0 || p->feat[i].table == -3) continue;
         int c = find_col(p->cols, p->ncols, feat_name(s, i));
         if (c < 0)
             return lm_err_set(p->err, LM_ENOTFOUND,
@@ -346,6 +349,10 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
                            : 0;
             continue;
         }
+        if (sc.table == -3) {
+            cells[i] = 0;
+            continue;
+        }
         const lm_field *v = &f[p->feat_col[i]];
         if (i < p->nf) {
             double d;
@@ -444,9 +451,16 @@ static int flush_task(prep *p, const taskbuf *tb, lm_dswriter *w, char *row)
     int is_new;
     if (p->s->split) {
         size_t ntrain = 0;
+        size_t nval = 0;
         for (size_t i = 0; i < m; i++) {
             sp[i] = TB_REC(tb, start + i)->split;
             ntrain += sp[i] == SPLIT_TRAIN;
+            nval += sp[i] == LM_SPLIT_VAL;
+        }
+        if (o->refit && ntrain) {
+            for (size_t i = 0; i < m; i++)
+                if (sp[i] == LM_SPLIT_VAL) sp[i] = SPLIT_TRAIN;
+            ntrain += nval;
         }
         size_t nsup = (size_t)ceil(o->support_frac * (double)ntrain - 1e-9), k = 0;
         for (size_t i = 0; i < m; i++)
@@ -461,6 +475,7 @@ static int flush_task(prep *p, const taskbuf *tb, lm_dswriter *w, char *row)
             ntrain = (size_t)floor(o->train_frac * (double)m + 1e-9);
             nval = (size_t)floor(o->val_frac * (double)m + 1e-9);
             if (ntrain + nval > m) nval = m - ntrain;
+            if (o->refit) ntrain += nval, nval = 0;
         }
         size_t nsup = (size_t)ceil(o->support_frac * (double)ntrain - 1e-9);
         for (size_t i = 0; i < m; i++)
@@ -551,6 +566,7 @@ static char *info_json(const prep *p, const char *const *inputs, size_t ninputs)
     cJSON_AddNumberToObject(op, "new_mod", (double)o->new_mod);
     cJSON_AddNumberToObject(op, "new_frac", o->new_frac);
     cJSON_AddBoolToObject(op, "missing_features_zero", o->missing_features_zero);
+    cJSON_AddBoolToObject(op, "refit", o->refit);
     cJSON *su = cJSON_AddObjectToObject(root, "summary");
     cJSON_AddNumberToObject(su, "rows_read", (double)s->rows_read);
     cJSON_AddNumberToObject(su, "rows_bad", (double)s->rows_bad);
@@ -631,6 +647,7 @@ int lm_prepare(const lm_schema *schema, const char *const *inputs, size_t ninput
     }
     if (!rc) rc = lm_dswriter_finish(w, schema->json, info, err);
     lm_dswriter_free(w);
+    if (!rc && schema->nrate) rc = lm_ds_fill_rates(tmp, schema, err);
     lm_sorter_free(p.sorter);
     if (!rc) {
         char *sp = lm_path_join(tmp, "schema.json"), *ip = lm_path_join(tmp, "summary.json");

@@ -171,6 +171,64 @@ static int parse_categorical(ctx *c, const cJSON *root, lm_schema *s)
     return LM_OK;
 }
 
+/* "rates": [{"column": C, "smoothing": a, "folds": K}]: C must be a categorical column; two
+ * dense features are appended per entry (their names must not clash with a column's). */
+static int parse_rates(ctx *c, const cJSON *root, lm_schema *s)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "rates");
+    if (!v) return LM_OK;
+    if (!cJSON_IsArray(v))
+        return bad(c, "rates", "must be an array of {\"column\", \"smoothing\", \"folds\"}");
+    int len = cJSON_GetArraySize(v);
+    s->rate = calloc((size_t)len + 1, sizeof *s->rate);
+    char **dense = realloc(s->dense, (s->ndense + 2 * (size_t)len + 1) * sizeof *dense);
+    if (!s->rate || !dense) return lm_err_set(c->err, LM_ENOMEM, "out of memory");
+    s->dense = dense;
+    const cJSON *e;
+    int i = 0;
+    cJSON_ArrayForEach(e, v)
+    {
+        char key[64];
+        snprintf(key, sizeof key, "rates[%d]", i++);
+        if (!cJSON_IsObject(e))
+            return bad(c, key, "must be an object {\"column\", \"smoothing\", \"folds\"}");
+        const cJSON *col = cJSON_GetObjectItemCaseSensitive(e, "column");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(e, "smoothing");
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(e, "folds");
+        if (!cJSON_IsString(col)) return bad(c, key, "\"column\" must name a categorical column");
+        size_t ci = 0;
+        while (ci < s->ncat && strcmp(s->cat[ci].column, col->valuestring)) ci++;
+        if (ci == s->ncat) return bad(c, key, "\"column\" must name a column of \"categorical\"");
+        for (size_t r = 0; r < s->nrate; r++)
+            if (s->rate[r].cat == ci) return bad(c, key, "the column has a rate already");
+        lm_rate_spec *rs = &s->rate[s->nrate];
+        rs->cat = (uint32_t)ci;
+        rs->smoothing = 5;
+        rs->folds = 5;
+        if (a && (!cJSON_IsNumber(a) || !(a->valuedouble > 0) || a->valuedouble > 1e9))
+            return bad(c, key, "\"smoothing\" must be a number > 0");
+        if (a) rs->smoothing = a->valuedouble;
+        if (k && (!cJSON_IsNumber(k) || k->valuedouble < 2 || k->valuedouble > 64 ||
+                  k->valuedouble != (double)(uint32_t)k->valuedouble))
+            return bad(c, key, "\"folds\" must be an integer in [2, 64]");
+        if (k) rs->folds = (uint32_t)k->valuedouble;
+        if (!(rs->column = lm_strdup(col->valuestring)))
+            return lm_err_set(c->err, LM_ENOMEM, "out of memory");
+        s->nrate++;
+        size_t n = strlen(col->valuestring) + 16;
+        char *r1 = malloc(n), *r2 = malloc(n);
+        if (!r1 || !r2) {
+            free(r1), free(r2);
+            return lm_err_set(c->err, LM_ENOMEM, "out of memory");
+        }
+        snprintf(r1, n, "%s_rate", col->valuestring);
+        snprintf(r2, n, "%s_logcount", col->valuestring);
+        s->dense[s->ndense++] = r1;
+        s->dense[s->ndense++] = r2;
+    }
+    return LM_OK;
+}
+
 static int parse_join(ctx *c, const cJSON *root, lm_schema *s)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "join");
@@ -255,8 +313,8 @@ static int check_duplicates(ctx *c, const lm_schema *s)
  * are comments. */
 static int check_keys(ctx *c, const cJSON *root)
 {
-    static const char *known[] = {"delimiter", "header", "columns",     "task",  "time",     "label",
-                                  "meta",      "dense",  "categorical", "split", "tiebreak", "join"};
+    static const char *known[] = {"delimiter", "header",      "columns", "task",     "time", "label", "meta",
+                                  "dense",     "categorical", "split",   "tiebreak", "join", "rates"};
     const cJSON *e;
     cJSON_ArrayForEach(e, root)
     {
@@ -264,11 +322,12 @@ static int check_keys(ctx *c, const cJSON *root)
         size_t i = 0;
         while (i < sizeof known / sizeof known[0] && strcmp(known[i], e->string)) i++;
         if (i == sizeof known / sizeof known[0])
-            return lm_err_set(c->err, LM_EINVAL,
-                              "%s: unknown key '%s' (known: delimiter, header, columns, task, time, label, "
-                              "meta, dense, categorical, split, tiebreak, join; keys starting with '_' are "
-                              "comments)",
-                              c->path, e->string);
+            return lm_err_set(
+                c->err, LM_EINVAL,
+                "%s: unknown key '%s' (known: delimiter, header, columns, task, time, label, "
+                "meta, dense, categorical, split, tiebreak, join, rates; keys starting with '_' are "
+                "comments)",
+                c->path, e->string);
     }
     return LM_OK;
 }
@@ -313,6 +372,7 @@ int lm_schema_parse(lm_schema **out, const char *json, size_t len, const char *p
     if (!rc) rc = get_string(&c, root, "split", 0, &s->split);
     if (!rc) rc = get_string(&c, root, "tiebreak", 0, &s->tiebreak);
     if (!rc) rc = parse_join(&c, root, s);
+    if (!rc) rc = parse_rates(&c, root, s);
     if (!rc) rc = check_keys(&c, root);
     if (!rc && s->nmeta + s->ndense + s->ncat == 0)
         rc =
@@ -376,6 +436,8 @@ void lm_schema_free(lm_schema *s)
         free_names(s->join[i].columns, s->join[i].ncolumns);
     }
     free(s->join);
+    for (size_t i = 0; i < s->nrate; i++) free(s->rate[i].column);
+    free(s->rate);
     if (s->json) cJSON_free(s->json);
     free(s);
 }

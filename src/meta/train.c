@@ -502,7 +502,9 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
         train_secs += ep_secs;
         lm_eval_result vr;
         if ((rc = lm_evaluate(m, ds, &eo, &vr, err))) break;
-        int improved = vr.auc > s.best_auc || (isnan(s.best_auc) && !isnan(vr.auc));
+        /* Without validation rows (a refit on train and validation parts together, for a
+         * number of epochs chosen earlier) every epoch counts as the best: the last is kept. */
+        int improved = vr.examples == 0 || vr.auc > s.best_auc || (isnan(s.best_auc) && !isnan(vr.auc));
         s.epoch = ep + 1;
         if (improved) {
             s.best_auc = vr.auc;
