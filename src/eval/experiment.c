@@ -87,21 +87,33 @@ typedef struct arm_def {
     int emb_logit;
     int tables;
     int option_row;
+    int data;
 } arm_def;
 
 /* Indexed by LM_XP_...; the meta block is the same small MLP for every algorithm of Table 3
  * (plain and MAML train it with the rest of the network), and the id blocks are Table 4's. */
 static const arm_def ARMS[LM_XP_NARMS] = {
-    {"plain", "Plain (vanilla training)", LM_TRAIN_PLAIN, "mlp:32,16", 0, 0, LM_XP_TABLE3, 0},
-    {"maml", "Entire-network MAML", LM_TRAIN_MAML, "mlp:32,16", 0, 0, LM_XP_TABLE3, 0},
-    {"limaml", "LiMAML (MLP meta block)", LM_TRAIN_LIMAML, "mlp:32,16", 0, 0, LM_XP_TABLE3 | LM_XP_TABLE4, 0},
-    {"limaml_sw", "LiMAML + support loss", LM_TRAIN_LIMAML, "mlp:32,16", 1, 0, LM_XP_TABLE3, 1},
+    {"plain", "Plain (vanilla training)", LM_TRAIN_PLAIN, "mlp:32,16", 0, 0, LM_XP_TABLE3, 0,
+     LM_XP_DATA_PROTOCOL},
+    {"maml", "Entire-network MAML", LM_TRAIN_MAML, "mlp:32,16", 0, 0, LM_XP_TABLE3, 0, LM_XP_DATA_PROTOCOL},
+    {"limaml", "LiMAML (MLP meta block)", LM_TRAIN_LIMAML, "mlp:32,16", 0, 0, LM_XP_TABLE3 | LM_XP_TABLE4, 0,
+     LM_XP_DATA_PROTOCOL},
+    {"limaml_sw", "LiMAML + support loss", LM_TRAIN_LIMAML, "mlp:32,16", 1, 0, LM_XP_TABLE3, 1,
+     LM_XP_DATA_PROTOCOL},
     /* the independent study's second change: the meta embedding also shifts the logit
      * (docs/META.md: a learned map w.E is no more expressive than E[0]) */
     {"limaml_swl", "LiMAML + support loss + E[0] on the logit", LM_TRAIN_LIMAML, "mlp:32,16", 1, 1,
-     LM_XP_TABLE3, 1},
-    {"widedeep", "Wide-and-deep (task-id embedding)", LM_TRAIN_WIDEDEEP, "id:16", 0, 0, LM_XP_TABLE4, 0},
-    {"limaml_id", "LiMAML (id-embedding meta block)", LM_TRAIN_LIMAML, "id:16", 0, 0, LM_XP_TABLE4, 0},
+     LM_XP_TABLE3, 1, LM_XP_DATA_PROTOCOL},
+    {"widedeep", "Wide-and-deep (task-id embedding)", LM_TRAIN_WIDEDEEP, "id:16", 0, 0, LM_XP_TABLE4, 0,
+     LM_XP_DATA_PROTOCOL},
+    {"limaml_id", "LiMAML (id-embedding meta block)", LM_TRAIN_LIMAML, "id:16", 0, 0, LM_XP_TABLE4, 0,
+     LM_XP_DATA_PROTOCOL},
+    {"plain_rates", "Plain + item rates", LM_TRAIN_PLAIN, "mlp:32,16", 0, 0, LM_XP_TABLE3, 1,
+     LM_XP_DATA_RATES},
+    {"limaml_rates", "LiMAML + support loss + E[0] on the logit + item rates", LM_TRAIN_LIMAML, "mlp:32,16",
+     1, 1, LM_XP_TABLE3, 1, LM_XP_DATA_RATES},
+    {"limaml_refit", "LiMAML + support loss + E[0] on the logit + item rates, refit on train + val",
+     LM_TRAIN_LIMAML, "mlp:32,16", 1, 1, LM_XP_TABLE3, 1, LM_XP_DATA_REFIT},
 };
 
 /* Wide-and-deep is reported without adaptation only (the paper: its id embedding is the
@@ -213,6 +225,22 @@ static int train_one(const lm_xp *x, const lm_dataset *ds, const lm_xp_arm *a, d
     return lm_train(ds, &t, m, rep, err);
 }
 
+/* The refit: the chosen configuration trained on train + validation for as many epochs as the
+ * same seed's run on train alone chose on validation (the learning-rate schedule still spans
+ * the run's epochs, so the two see the same rates epoch by epoch). */
+static int train_refit(const lm_xp *x, const lm_dataset *ds, const lm_xp_arm *a,
+                       const lm_train_report *chosen, uint64_t seed, const char *log_path, lm_model **m,
+                       lm_train_report *rep, lm_err *err)
+{
+    lm_train_opts t;
+    lm_xp_train_opts(x, a, seed, log_path, &t);
+    t.lr = a->lr;
+    t.task_lr = a->task_lr;
+    t.patience = 0;
+    t.stop_after_epochs = LM_MAX(chosen->best_epoch, 1);
+    return lm_train(ds, &t, m, rep, err);
+}
+
 /* on_val: warm tasks' validation parts after adapting on their train parts (for choosing);
  * otherwise every task's test part after adapting on its validation part (the protocol). */
 void lm_xp_eval_opts(const lm_xp *x, uint32_t k, double alpha, int on_val, lm_eval_opts *e)
@@ -236,6 +264,18 @@ static int score(const lm_xp *x, const lm_model *m, const lm_dataset *ds, uint32
 {
     lm_eval_opts e;
     lm_xp_eval_opts(x, k, alpha, on_val, &e);
+    return lm_evaluate(m, ds, &e, r, err);
+}
+
+/* The test part of an arm: a refit model's warm tasks have no validation part left (it joined
+ * their train part), so it adapts on train + validation, as production adapts on a window of
+ * recent days; new tasks adapt on their validation part either way. */
+static int score_test(const lm_xp *x, const lm_xp_arm *a, const lm_model *m, const lm_dataset *ds, uint32_t k,
+                      double alpha, lm_eval_result *r, lm_err *err)
+{
+    lm_eval_opts e;
+    lm_xp_eval_opts(x, k, alpha, 0, &e);
+    if (a->data == LM_XP_DATA_REFIT) e.adapt_from = LM_ADAPT_TRAIN_VAL;
     return lm_evaluate(m, ds, &e, r, err);
 }
 
@@ -394,10 +434,12 @@ static int choose(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, size_t nlr, lm_m
 static int test_one(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model *m, uint32_t s, lm_err *err)
 {
     double c0 = lm_xp_cpu_seconds();
-    int rc = score(x, m, ds, 0, -1, 0, &a->test0[s], err);
-    if (!rc && needs_adapt((int)(a - x->arm))) rc = score(x, m, ds, a->k, a->alpha, 0, &a->test1[s], err);
+    int rc = score_test(x, a, m, ds, 0, -1, &a->test0[s], err);
+    if (!rc && needs_adapt((int)(a - x->arm)))
+        rc = score_test(x, a, m, ds, a->k, a->alpha, &a->test1[s], err);
     char adapted[64] = "";
-    if (!rc && a->nadapt) snprintf(adapted, sizeof adapted, ", adapted %.4f", a->test1[s].auc);
+    if (!rc && (a->nadapt || a->data == LM_XP_DATA_REFIT))
+        snprintf(adapted, sizeof adapted, ", adapted %.4f", a->test1[s].auc);
     if (!rc)
         lm_xp_say(x->o, "seed %u %-10s test AUC %.4f%s (training %.1f s; scoring cpu %.1f s)", s + 1, a->key,
                   a->test0[s].auc, adapted, a->rep[s].seconds, lm_xp_cpu_seconds() - c0);
@@ -406,6 +448,30 @@ static int test_one(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model
 }
 
 /* ---- the dataset ---------------------------------------------------------------------------- */
+
+/* The option rows' datasets (MovieLens, when Table 3 is asked): with the item's history rate,
+ * and the same refit on train + validation. NULL where not made. */
+static int get_option_datasets(lm_xp *x, lm_dataset **ds, lm_err *err)
+{
+    const lm_experiment_opts *o = x->o;
+    if (o->source != LM_XP_SOURCE_MOVIELENS || !(o->tables & LM_XP_TABLE3)) return LM_OK;
+    int rc = LM_OK;
+    const char *names[LM_XP_NDATA] = {NULL, "dataset-rates", "dataset-refit"};
+    for (int d = LM_XP_DATA_RATES; !rc && d < LM_XP_NDATA; d++) {
+        char *dir = lm_path_join(x->tmp_dir, names[d]);
+        if (!dir) return lm_err_set(err, LM_ENOMEM, "out of memory");
+        lm_prepare_opts po;
+        lm_prepare_opts_default(&po);
+        po.new_rule = LM_NEWRULE_MOD;
+        po.new_mod = 5;
+        po.refit = d == LM_XP_DATA_REFIT;
+        lm_prepare_summary sum;
+        rc = lm_prepare_movielens(o->input, dir, LM_ML_TASK_USER | LM_ML_ITEM_RATES, &po, &sum, err);
+        if (!rc) rc = lm_dataset_open(&ds[d], dir, 0, err);
+        free(dir);
+    }
+    return rc;
+}
 
 static int get_dataset(lm_xp *x, lm_dataset **ds, lm_err *err)
 {
@@ -540,8 +606,10 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     if (!rc) rc = make_dir(grid, err);
     free(logs), free(grid);
 
-    lm_dataset *ds = NULL;
+    lm_dataset *dsv[LM_XP_NDATA] = {0}, *ds = NULL;
     if (!rc) rc = get_dataset(x, &ds, err);
+    dsv[0] = ds;
+    if (!rc) rc = get_option_datasets(x, dsv, err);
     if (!rc) {
         describe_dataset(x, ds);
         lm_xp_say(o, "data: %s: %llu tasks (%llu new), %llu examples", x->data_name,
@@ -572,10 +640,13 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
         a->emb_logit = ARMS[i].emb_logit;
         a->tables = ARMS[i].tables;
         a->option_row = ARMS[i].option_row;
-        a->enabled = (ARMS[i].tables & o->tables) != 0;
+        a->data = ARMS[i].data;
+        a->enabled = (ARMS[i].tables & o->tables) != 0 && dsv[a->data] != NULL;
         /* the sweeps are built around plain (their gains' base) and LiMAML */
         if ((i == LM_XP_PLAIN || i == LM_XP_LIMAML) && (o->tables & LM_XP_TABLES_SWEEP)) a->enabled = 1;
-        if (ARMS[i].with_support_loss && ARMS[i].emb_logit)
+        if (ARMS[i].data != LM_XP_DATA_PROTOCOL)
+            snprintf(a->label, sizeof a->label, "%s", ARMS[i].label);
+        else if (ARMS[i].with_support_loss && ARMS[i].emb_logit)
             snprintf(a->label, sizeof a->label, "LiMAML + support loss (w = %g) + E[0] on the logit",
                      o->support_weight);
         else if (ARMS[i].with_support_loss)
@@ -589,8 +660,15 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     double tg = lm_now();
     for (int i = 0; !rc && i < LM_XP_NARMS; i++) {
         if (!x->arm[i].enabled) continue;
+        if (i == LM_XP_LIMAML_REFIT) {
+            /* nothing is chosen on a refit: there is no validation part left to choose on */
+            const lm_xp_arm *c = &x->arm[LM_XP_LIMAML_RATES];
+            x->arm[i].lr = c->lr, x->arm[i].task_lr = c->task_lr, x->arm[i].k = c->k,
+            x->arm[i].alpha = c->alpha;
+            continue;
+        }
         size_t nlr = slow_engine(&x->arm[i]) ? LM_MIN(o->ngrid_lr, LM_MAX(o->slow_ngrid_lr, 1)) : o->ngrid_lr;
-        rc = choose(x, ds, &x->arm[i], nlr, &seed1[i], err);
+        rc = choose(x, dsv[x->arm[i].data], &x->arm[i], nlr, &seed1[i], err);
     }
     x->seconds_grid = lm_now() - tg;
 
@@ -603,8 +681,8 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
         for (int i = 0; !rc && i < LM_XP_NARMS; i++) {
             lm_xp_arm *a = &x->arm[i];
             if (!a->enabled) continue;
-            if (s == 0) {
-                rc = test_one(x, ds, a, seed1[i], 0, err);
+            if (s == 0 && i != LM_XP_LIMAML_REFIT) {
+                rc = test_one(x, dsv[a->data], a, seed1[i], 0, err);
                 if (keep && i == LM_XP_LIMAML)
                     limaml[0] = seed1[i];
                 else
@@ -615,11 +693,16 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
             char *log = lm_xp_path(tmp, "logs/%s-seed%u.jsonl", a->key, s + 1);
             lm_model *m = NULL;
             double c1 = lm_xp_cpu_seconds();
-            rc = log ? train_one(x, ds, a, a->lr, a->task_lr, s + 1, log, &m, &a->rep[s], err)
-                     : lm_err_set(err, LM_ENOMEM, "out of memory");
+            if (!log)
+                rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+            else if (i == LM_XP_LIMAML_REFIT)
+                rc = train_refit(x, dsv[a->data], a, &x->arm[LM_XP_LIMAML_RATES].rep[s], s + 1, log, &m,
+                                 &a->rep[s], err);
+            else
+                rc = train_one(x, dsv[a->data], a, a->lr, a->task_lr, s + 1, log, &m, &a->rep[s], err);
             a->train_cpu[s] = lm_xp_cpu_seconds() - c1;
             free(log);
-            if (!rc) rc = test_one(x, ds, a, m, s, err);
+            if (!rc) rc = test_one(x, dsv[a->data], a, m, s, err);
             if (!rc && keep && i == LM_XP_LIMAML)
                 limaml[s] = m;
             else
@@ -633,14 +716,16 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     x->seconds_sweeps = lm_now() - tsw;
     for (uint32_t s = 0; limaml && s < LM_XP_MAX_SEEDS; s++) lm_model_free(limaml[s]);
     free(limaml);
-    lm_dataset_close(ds);
+    for (int d = 0; d < LM_XP_NDATA; d++) lm_dataset_close(dsv[d]);
 
     /* the dataset we prepared is a by-product, reproducible from the command line */
     if (!rc && o->source != LM_XP_SOURCE_DATASET) {
-        char *d = lm_path_join(tmp, "dataset"), *g = lm_path_join(tmp, "dataset-genre");
-        if (d) lm_rmtree(d);
-        if (g) lm_rmtree(g);
-        free(d), free(g);
+        const char *made[] = {"dataset", "dataset-genre", "dataset-rates", "dataset-refit"};
+        for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+            char *d = lm_path_join(tmp, made[i]);
+            if (d) lm_rmtree(d);
+            free(d);
+        }
     }
     x->seconds_total = lm_now() - t0;
     x->cpu_total = lm_xp_cpu_seconds() - c0;

@@ -129,6 +129,7 @@ typedef struct lm_xp_arm {
     int tables;    /* tables that need it */
     int enabled;
     int option_row; /* an improvement beyond the paper, reported as its own rows */
+    int data;       /* LM_XP_DATA_... */
 
     /* grid, seed 1: training runs (lr x inner task lr), then adaptation points (k x alpha) */
     size_t ngrid;
@@ -163,8 +164,18 @@ enum {
     LM_XP_LIMAML_SWL, /* + the meta embedding's first coordinate added to the logit (emb_logit) */
     LM_XP_WIDEDEEP,
     LM_XP_LIMAML_ID,
+    /* MovieLens only, option rows on the dataset with the item's history rate (out of fold)
+     * as two more dense features, the history features a practitioner's tree model gets */
+    LM_XP_PLAIN_RATES,
+    LM_XP_LIMAML_RATES, /* LiMAML + support loss + E[0] on the logit + item rates */
+    /* the same configuration, epochs and adaptation trained again on train + validation
+     * (prepare --refit), the test parts adapted on train + validation: the final fit a
+     * practitioner makes once the settings are chosen */
+    LM_XP_LIMAML_REFIT,
     LM_XP_NARMS
 };
+/* Which dataset an arm trains on. */
+enum { LM_XP_DATA_PROTOCOL = 0, LM_XP_DATA_RATES = 1, LM_XP_DATA_REFIT = 2, LM_XP_NDATA = 3 };
 
 /* One point of the tables beyond 3 and 4: one configuration (one parameter moved away from
  * the chosen LiMAML configuration, or a pooling, a staleness, a task definition) scored on

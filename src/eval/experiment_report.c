@@ -120,6 +120,9 @@ void lm_xp_build_rows(lm_xp *x)
                 "Count floor, a warm task's rate from its train part only");
         for (int a = LM_XP_PLAIN; a <= LM_XP_LIMAML_SWL; a++)
             for (int ad = 0; ad < 2; ad++) add_row(x, 3, LM_XP_ROW_ARM, a, ad, x->arm[a].label);
+        for (int a = LM_XP_PLAIN_RATES; a <= LM_XP_LIMAML_REFIT; a++)
+            if (x->arm[a].enabled)
+                for (int ad = 0; ad < 2; ad++) add_row(x, 3, LM_XP_ROW_ARM, a, ad, x->arm[a].label);
     }
     if (t4) {
         add_row(x, 4, LM_XP_ROW_ARM, LM_XP_WIDEDEEP, 0, x->arm[LM_XP_WIDEDEEP].label);

@@ -192,8 +192,27 @@ assert abs(base['gain_pct']['mean']) < 1e-9 and 'user, genre' in base['gain_base
 run = json.load(open('$TMP/t5/run.json'))
 assert run['table5_user_genre']['tasks'] > 943 and not run['skipped']
 "
+    # The item-rate option rows and the refit (MovieLens only): the refit takes the rates row's
+    # configuration, adaptation and best epoch per seed, and trains on train + validation.
+    run "$BIN" experiment movielens --data "$ML" --tables 3 --seeds 2 --quick --quiet --threads 2 --out "$TMP/t3ml"
+    check "experiment movielens --tables 3 runs" test "$rc" -eq 0
+    check "  item-rate rows and the refit row, without and with adaptation, configured as the rates row" python3 -c "
+import json
+rows = json.load(open('$TMP/t3ml/results.json'))
+t3 = {(r['algo'], r['adapt']): r for r in rows if r['table'] == '3'}
+for a in ('plain_rates', 'limaml_rates', 'limaml_refit'):
+    for d in (False, True):
+        assert (a, d) in t3 and t3[(a, d)]['option_row'], (a, d)
+ra, rf = t3[('limaml_rates', True)]['hyperparameters'], t3[('limaml_refit', True)]['hyperparameters']
+for k in ('lr', 'task_lr', 'adapt_steps', 'adapt_task_lr', 'support_weight', 'emb_logit'):
+    assert ra[k] == rf[k], k
+assert ra['emb_logit'] and ra['support_weight'] > 0
+assert rf['best_epoch_per_seed'] == ra['best_epoch_per_seed'], (rf, ra)
+assert 'refit' in t3[('limaml_refit', True)]['label'] and 'item rates' in t3[('limaml_rates', True)]['label']
+"
+    check "  the option datasets are not left in the output" test ! -e "$TMP/t3ml/dataset-rates" -a ! -e "$TMP/t3ml/dataset-refit"
 else
-    echo "skip: Table 5 on MovieLens (no \$LM_SHARED/data/ml-100k)"
+    echo "skip: Table 5 and the item-rate rows on MovieLens (no \$LM_SHARED/data/ml-100k)"
 fi
 
 run "$BIN" experiment --help
