@@ -91,7 +91,7 @@ typedef struct lm_cat_spec {
 typedef struct lm_rate_spec {
     char *column;     /* a categorical column of the schema */
     uint32_t cat;     /* its index in `cat` */
-    double smoothing; /* pseudo-examples at the pool's mean label (default 5) */
+    double smoothing; /* pseudo-examples at the (out-of-fold) pool's mean label (default 5) */
     uint32_t folds;   /* >= 2 (default 5) */
 } lm_rate_spec;
 

@@ -9,6 +9,8 @@
  * folds by a hash of their key; a training row gets the figures of the pool without its own
  * fold (out-of-fold target encoding: no row sees its own label, nor its task's other labels,
  * which a model would otherwise learn to read back), every other row the whole pool's. The
+ * smoothing prior follows the same rule: a training row's is the mean label of the pool without
+ * its fold (as scikit-learn's TargetEncoder does), since the whole pool's holds its label. The
  * whole pool's figures are also written to rates_COLUMN.csv beside the dataset, the table a
  * serving pipeline joins to its candidates. */
 #include "data/dsfile.h"
@@ -86,6 +88,13 @@ static int fill_one(char *base, const lm_ds_header *h, const lm_schema *s, size_
     char *rows = base + h->rows_off;
     uint32_t cat_off = LM_DS_ROW_FIXED + 4u * (h->nmeta + h->ndense) + 4u * rs->cat;
     uint32_t rate_off = LM_DS_ROW_FIXED + 4u * (h->nmeta + h->ndense - 2u * (uint32_t)(s->nrate - r));
+    /* each fold's totals (for the prior of the rows that leave it out), then the pool's */
+    double *fold_pos = calloc(F, sizeof *fold_pos);
+    uint64_t *fold_n = calloc(F, sizeof *fold_n);
+    if (!fold_pos || !fold_n) {
+        free(cells), free(all), free(fold_pos), free(fold_n);
+        return lm_err_set(err, LM_ENOMEM, "out of memory");
+    }
     double pos = 0;
     uint64_t npool = 0;
     for (uint64_t t = 0; t < h->ntasks; t++) {
@@ -101,9 +110,10 @@ static int fill_one(char *base, const lm_ds_header *h, const lm_schema *s, size_
             memcpy(&b, row + cat_off, 4);
             cell *c = &cells[(size_t)b * (F + 1) + f];
             c->pos += y, c->n++;
-            pos += y, npool++;
+            fold_pos[f] += y, fold_n[f]++;
         }
     }
+    for (uint32_t f = 0; f < F; f++) pos += fold_pos[f], npool += fold_n[f];
     double g = npool ? pos / (double)npool : 0.5;
     for (uint32_t b = 0; b < buckets; b++) {
         all[b] = (cell){0, 0};
@@ -119,17 +129,23 @@ static int fill_one(char *base, const lm_ds_header *h, const lm_schema *s, size_
             memcpy(&split, row + 12, 4);
             memcpy(&b, row + cat_off, 4);
             cell c = all[b];
+            double prior = g;
             if (!k->is_new && is_train(split)) {
                 c.pos -= cells[(size_t)b * (F + 1) + f].pos;
                 c.n -= cells[(size_t)b * (F + 1) + f].n;
+                /* the prior too leaves the fold out: the whole pool's mean holds this label */
+                uint64_t n_oof = npool - fold_n[f];
+                prior = n_oof ? (pos - fold_pos[f]) / (double)n_oof : 0.5;
             }
-            float v[2] = {(float)rate_of(&c, rs->smoothing, g), logcount_of(&c)};
+            float v[2] = {(float)rate_of(&c, rs->smoothing, prior), logcount_of(&c)};
             memcpy(row + rate_off, v, sizeof v);
         }
     }
     int rc = write_table(dir, rs, all, buckets, g, err);
     free(cells);
     free(all);
+    free(fold_pos);
+    free(fold_n);
     return rc;
 }
 

@@ -57,6 +57,24 @@ typedef struct state {
     double best_auc, best_loss;
 } state;
 
+/* A number for a JSON text: `fmt` applied to `v`, or null when it is not finite (a run without
+ * validation rows, such as a refit, has a NaN validation AUC and log loss). Returns buf. */
+static const char *json_num(char *buf, size_t cap, const char *fmt, double v)
+{
+    if (isfinite(v))
+        snprintf(buf, cap, fmt, v);
+    else
+        snprintf(buf, cap, "null");
+    return buf;
+}
+
+/* A number read back from JSON: null (or anything else) is NaN. */
+static double json_get_num(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
 static int save_checkpoint(const char *path, const lm_net *n, const state *s, const char *opts_sig,
                            lm_err *err)
 {
@@ -75,11 +93,13 @@ static int save_checkpoint(const char *path, const lm_net *n, const state *s, co
         t[i].data = bufs[i];
         t[i].nbytes = len * sizeof(float);
     }
-    char st[512];
+    char st[512], auc[40], loss[40];
     snprintf(st, sizeof st,
-             "{\"epoch\":%u,\"adam_step\":%" PRIu64 ",\"best_epoch\":%u,\"bad_epochs\":%u,\"best_auc\":%.17g,"
-             "\"best_loss\":%.17g}",
-             s->epoch, s->adam.step, s->best_epoch, s->bad_epochs, s->best_auc, s->best_loss);
+             "{\"epoch\":%u,\"adam_step\":%" PRIu64 ",\"best_epoch\":%u,\"bad_epochs\":%u,\"best_auc\":%s,"
+             "\"best_loss\":%s}",
+             s->epoch, s->adam.step, s->best_epoch, s->bad_epochs,
+             json_num(auc, sizeof auc, "%.17g", s->best_auc),
+             json_num(loss, sizeof loss, "%.17g", s->best_loss));
     const char *k[2] = {"limaml_checkpoint", "options"}, *v[2] = {st, opts_sig};
     return lm_st_write(path, t, 8, k, v, 2, err);
 }
@@ -118,8 +138,8 @@ static int load_checkpoint(const char *path, const lm_net *n, state *s, const ch
         s->adam.step = (uint64_t)cJSON_GetObjectItem(j, "adam_step")->valuedouble;
         s->best_epoch = (uint32_t)cJSON_GetObjectItem(j, "best_epoch")->valuedouble;
         s->bad_epochs = (uint32_t)cJSON_GetObjectItem(j, "bad_epochs")->valuedouble;
-        s->best_auc = cJSON_GetObjectItem(j, "best_auc")->valuedouble;
-        s->best_loss = cJSON_GetObjectItem(j, "best_loss")->valuedouble;
+        s->best_auc = json_get_num(j, "best_auc");
+        s->best_loss = json_get_num(j, "best_loss");
     }
 done:
     cJSON_Delete(j);
@@ -517,11 +537,13 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
             s.bad_epochs++;
         }
         if (log) {
+            char auc[40], loss[40];
             fprintf(
                 log,
-                "{\"epoch\":%u,\"train_loss\":%.6f,\"val_auc\":%.6f,\"val_logloss\":%.6f,\"lr\":%.6g,"
+                "{\"epoch\":%u,\"train_loss\":%.6f,\"val_auc\":%s,\"val_logloss\":%s,\"lr\":%.6g,"
                 "\"seconds\":%.3f,\"tasks_per_s\":%.1f,\"best\":%s}\n",
-                ep + 1, ep_loss / (double)(ep_tasks ? ep_tasks : 1), vr.auc, vr.logloss,
+                ep + 1, ep_loss / (double)(ep_tasks ? ep_tasks : 1),
+                json_num(auc, sizeof auc, "%.6f", vr.auc), json_num(loss, sizeof loss, "%.6f", vr.logloss),
                 lm_lr_at(base_lr, s.adam.step ? s.adam.step - 1 : 0, total_updates, o->warmup, o->decay, 0.0),
                 ep_secs, (double)ep_tasks / (ep_secs > 0 ? ep_secs : 1e-9), improved ? "true" : "false");
             fflush(log);

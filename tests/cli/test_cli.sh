@@ -86,11 +86,12 @@ check "prepare --help exits 0 with the usage line" \
 help=$out
 missing=""
 for opt in schema in out task max-per-task window-days train val new-val support new-tasks \
-    skip-bad-rows missing-features mem tmp-dir force help; do
+    skip-bad-rows missing-features mem tmp-dir refit item-rates force help; do
     line=$(grep -E -- "^ +--$opt( |$)" <<<"$help")
     if [[ -z $line ]]; then
         missing+=" --$opt(absent)"
-    elif [[ $opt != force && $opt != help && $line != *default* && $line != *required* ]]; then
+    elif [[ $opt != force && $opt != help && $opt != refit && $opt != item-rates && $line != *default* &&
+        $line != *required* ]]; then
         missing+=" --$opt(no default)"
     fi
 done
@@ -154,6 +155,10 @@ done
 
 run "$BIN" prepare movielens --schema "$D/s.json" --in "$D" --out "$D/o"
 check "prepare movielens with --schema: exit 2" eval '[[ $rc == 2 ]] && no_output "$D/o"'
+
+run "$BIN" prepare --schema "$D/s.json" --in "$D/log.csv" --out "$D/o" --item-rates
+check "--item-rates without movielens: exit 2, saying where rates go" \
+    eval '[[ $rc == 2 ]] && has_err "--item-rates" && has_err "rates" && has_err "usage: limaml prepare" && no_output "$D/o"'
 
 run "$BIN" dataset verify
 check "dataset verify without a folder: exit 2" eval '[[ $rc == 2 ]] && has_err "usage: limaml dataset"'
@@ -252,6 +257,12 @@ if [[ -n $SHARED && -f $ML/u.data ]]; then
     check "the MovieLens dataset verifies" eval '[[ $rc == 0 ]] && has_out "943 tasks (188 new"'
     run "$BIN" prepare movielens --in "$ML" --out "$D/mlg" --task user,genre
     check "prepare movielens --task user,genre" eval '[[ $rc == 0 && -f $D/mlg/dataset.lmd ]]'
+    run "$BIN" prepare movielens --in "$ML" --out "$D/mlr" --item-rates --refit
+    check "prepare movielens --item-rates --refit: the refit counts, 22 dense features, the rates table" \
+        eval '[[ $rc == 0 && -f $D/mlr/rates_item_id.csv ]] && has_out "943 tasks (188 new)" &&
+            has_out "support 48289, query 15903, val 9465, test 26343"'
+    run "$BIN" dataset verify "$D/mlr"
+    check "  ... and verifies" eval '[[ $rc == 0 ]] && has_out "23 meta, 22 dense, 1 categorical"'
     run "$BIN" prepare movielens --in "$ML" --out "$D/mlx" --task genre
     check "prepare movielens --task genre: exit 2" eval '[[ $rc == 2 ]] && has_err "--task" && no_output "$D/mlx"'
 else

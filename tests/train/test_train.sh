@@ -97,6 +97,29 @@ if [ "$rc" -eq 0 ]; then
     check "a model refuses a dataset of another schema" grep -q "features" "$TMP/.err"
 fi
 
+# A refit dataset (prepare --refit: the warm validation rows join train) has no validation part:
+# every epoch counts as the best, so the last epoch is kept (not the initial weights, "best 0");
+# the epoch log stays JSON (null for the NaN AUC) and a checkpoint of such a run resumes.
+run "$BIN" prepare --schema "$TMP/log.csv.schema.json" --in "$TMP/log.csv" --out "$TMP/ds-refit" --refit
+check "prepare --refit" test "$rc" -eq 0
+run "$BIN" eval --model "$TMP/limaml.st" --data "$TMP/ds-refit" --score val --warm-only --adapt-from train --json
+check "  ... no validation rows left to warm tasks" grep -q '"examples":0,' "$TMP/.out"
+refit=(--data "$TMP/ds-refit" --epochs 2 --tasks-per-batch 16 --lr 0.01 --threads 2 --patience 0)
+run "$BIN" train "${refit[@]}" --log "$TMP/refit.log" --out "$TMP/refit.st"
+check "train on a refit dataset" test "$rc" -eq 0
+check "  ... keeps the last epoch: best 2" grep -q "2 epochs (best 2:" "$TMP/.out"
+check "  ... every epoch of the log is the best" bash -c "[ \$(grep -c '\"best\":true' '$TMP/refit.log') -eq 2 ]"
+check "  ... the log is JSON: null, not nan" bash -c "grep -q '\"val_auc\":null' '$TMP/refit.log' && ! grep -qi 'nan' '$TMP/refit.log'"
+run "$BIN" train "${refit[@]}" --epochs 1 --out "$TMP/refit1.st"
+check "  ... the 2-epoch model is not the 1-epoch one" bash -c "! cmp -s '$TMP/refit.st' '$TMP/refit1.st'"
+run "$BIN" train "${refit[@]}" --stop-after-epochs 1 --checkpoint "$TMP/refit-ck.st" --out "$TMP/x.st"
+run "$BIN" train "${refit[@]}" --checkpoint "$TMP/refit-ck.st" --resume --out "$TMP/refit-resumed.st"
+check "  ... a checkpoint of a refit run resumes" test "$rc" -eq 0
+check "  ... to the uninterrupted run's bytes" cmp -s "$TMP/refit.st" "$TMP/refit-resumed.st"
+run "$BIN" eval --model "$TMP/refit.st" --data "$TMP/ds-refit" --adapt-steps 3 --adapt-from train+val --json
+auc=$(sed -n 's/.*"auc":\([0-9.]*\).*/\1/p' "$TMP/.out")
+check "eval of the refit model (--adapt-from train+val): AUC above chance ($auc)" awk -v a="${auc:-0}" 'BEGIN { exit !(a > 0.55) }'
+
 # adapt prints the embedding of a task; unknown tasks are named.
 key=$(sed -n '2p' "$TMP/log.csv" | cut -d, -f1)
 run "$BIN" adapt --model "$TMP/limaml.st" --data "$TMP/ds" --task "$key" --steps 2
