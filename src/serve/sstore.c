@@ -2,11 +2,11 @@
  * itself and backs off after a failure, so a store that is down costs requests nothing (they
  * take the cold-start path at once) and is tried again every so often.
  *
- * Handles: an lm_store is used by one thread at a time. Redis gets one handle per serving
- * thread (each thread keeps to its slot, so the locks are hardly ever contended); LMDB gets one
- * handle in all, because an environment may be opened only once per process, and its reads are
- * serialized by the slot's lock (a read is one memory-mapped B-tree lookup, about a
- * microsecond). A failed handle is closed; the next attempt after the back-off opens it again.
+ * Handles: an lm_store is used by one thread at a time, so each serving thread gets a handle of
+ * its own (it keeps to its slot, so the slot locks are hardly ever contended): a connection for
+ * Redis; for LMDB a read transaction of its own on the process's one environment, which the
+ * read-only handles share (store_lmdb.c), so reads run in parallel. A failed handle is closed;
+ * the next attempt after the back-off opens it again.
  * Back-off: 50 ms after the first failure, doubling to 250 ms while failures go on (a connection
  * attempt four times a second costs nothing), reset by a success or by lm_srv_store_retry_now
  * (a reload). */
@@ -77,7 +77,7 @@ int lm_srv_store_open(lm_srv_store **out, const char *url, size_t nslots, void (
     if (rc == LM_EINVAL) return rc; /* a malformed URL, a file for a folder, a second open: configuration */
     lm_srv_store *st = calloc(1, sizeof *st);
     if (st) {
-        st->nslots = !strncmp(url, "lmdb:", 5) || nslots == 0 ? 1 : nslots;
+        st->nslots = nslots == 0 ? 1 : nslots;
         st->slots = calloc(st->nslots, sizeof *st->slots);
         st->url = lm_strdup(url);
         st->display = mask_url(url);

@@ -12,6 +12,15 @@
  * each batch syncs its data pages but not the meta page, so a power loss can undo the last
  * batches but never corrupts the environment (MDB_NOSYNC could), and the publish is the
  * durable point. Garbage collection drops whole databases (mdb_drop).
+ *
+ * Threads: an lm_store handle is used by one thread at a time, and LMDB allows one environment
+ * per process. Read-only handles on the same store therefore share one environment (refcounted
+ * in the registry below), each with its own read transaction (MDB_NOTLS), so a server's threads
+ * read in parallel instead of queueing behind one handle. What they share is guarded: the cache
+ * of version databases and every mdb_dbi_open by `mu` (LMDB allows one at a time per process),
+ * and adopting a map another process grew (mdb_env_set_mapsize, only with no transaction active
+ * in the process) by `resize`, which every read transaction holds shared. A handle that writes
+ * has its environment to itself, as before.
  */
 #include "store/store_impl.h"
 
@@ -38,67 +47,87 @@ typedef struct dbi_entry {
     MDB_dbi dbi;
 } dbi_entry;
 
-typedef struct lmdb_state {
+/* One open environment of this process, shared by its read-only handles. */
+typedef struct lmdb_env {
+    dev_t dev;
+    ino_t ino;
+    pid_t pid;
+    int readonly;
+    int refs; /* handles using it; guarded by reg_lock */
     MDB_env *env;
+    MDB_dbi meta;
+    size_t mapsize;
+    pthread_mutex_t mu;         /* the cache below, and mdb_dbi_open */
+    pthread_rwlock_t resize;    /* shared by every transaction, exclusive to adopt a grown map */
+    dbi_entry cache[DBI_CACHE]; /* version databases opened in this process */
+    size_t ncache;
+} lmdb_env;
+
+typedef struct lmdb_state {
+    lmdb_env *sh;
+    MDB_env *env; /* sh's, copied */
     MDB_dbi meta;
     MDB_txn *rtxn; /* a reset read transaction, renewed for each read */
     size_t mapsize;
-    dev_t dev;
-    ino_t ino;
-    dbi_entry cache[DBI_CACHE]; /* version databases opened in this process */
-    size_t ncache;
 } lmdb_state;
 
 typedef struct lmdb_writer {
     MDB_dbi dbi;
 } lmdb_writer;
 
-/* ---- one open per environment per process ------------------------------------------------ */
+/* ---- one environment per store per process ----------------------------------------------- */
 
 /* LMDB forbids opening one environment twice in a process (its fcntl locks would be released
- * by the first close); the registry refuses a second open instead. Entries carry the pid so a
- * forked child, which inherits the table, may open the store afresh. */
+ * by the first close). Read-only handles share the one environment; a writing handle needs it
+ * to itself, so opening a store a writer holds (or writing to one readers hold) is refused.
+ * Entries carry the pid so a forked child, which inherits the table, opens the store afresh. */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    dev_t dev;
-    ino_t ino;
-    pid_t pid;
-} reg[64];
-static size_t nreg;
+static lmdb_env *reg[64];
 
-static int reg_add(dev_t dev, ino_t ino)
+/* The environment of this process for (dev, ino), with a reference taken: *out stays NULL when
+ * there is none yet (the caller opens it and calls reg_publish). -1: held by a writer, or
+ * readers hold it and this open writes; -2: the table is full. Called with reg_lock held. */
+static int reg_take(dev_t dev, ino_t ino, int readonly, lmdb_env **out, size_t *slot)
 {
-    int rc = 0;
     pid_t me = getpid();
-    pthread_mutex_lock(&reg_lock);
-    size_t free_slot = nreg;
-    for (size_t i = 0; i < nreg; i++) {
-        if (reg[i].pid != me)
-            free_slot = i; /* inherited through fork: stale */
-        else if (reg[i].dev == dev && reg[i].ino == ino)
-            rc = -1;
-    }
-    if (rc == 0) {
-        if (free_slot == nreg && nreg == sizeof reg / sizeof reg[0])
-            rc = -2;
-        else {
-            if (free_slot == nreg) nreg++;
-            reg[free_slot].dev = dev;
-            reg[free_slot].ino = ino;
-            reg[free_slot].pid = me;
+    *out = NULL;
+    *slot = SIZE_MAX;
+    for (size_t i = 0; i < sizeof reg / sizeof reg[0]; i++) {
+        lmdb_env *e = reg[i];
+        if (e && e->pid != me) reg[i] = e = NULL; /* inherited through fork: not ours to use or close */
+        if (!e) {
+            if (*slot == SIZE_MAX) *slot = i;
+            continue;
+        }
+        if (e->dev == dev && e->ino == ino) {
+            if (!readonly || !e->readonly) return -1;
+            e->refs++;
+            *out = e;
+            return 0;
         }
     }
-    pthread_mutex_unlock(&reg_lock);
-    return rc;
+    return *slot == SIZE_MAX ? -2 : 0;
 }
 
-static void reg_remove(dev_t dev, ino_t ino)
+/* Drop a reference; 1 when it was the last (the caller closes the environment). */
+static int reg_release(lmdb_env *e)
 {
-    pid_t me = getpid();
     pthread_mutex_lock(&reg_lock);
-    for (size_t i = 0; i < nreg; i++)
-        if (reg[i].pid == me && reg[i].dev == dev && reg[i].ino == ino) reg[i].pid = 0;
+    int last = --e->refs == 0;
+    if (last)
+        for (size_t i = 0; i < sizeof reg / sizeof reg[0]; i++)
+            if (reg[i] == e) reg[i] = NULL;
     pthread_mutex_unlock(&reg_lock);
+    return last;
+}
+
+static void env_free(lmdb_env *e)
+{
+    if (!e) return;
+    if (e->env) mdb_env_close(e->env);
+    pthread_mutex_destroy(&e->mu);
+    pthread_rwlock_destroy(&e->resize);
+    free(e);
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */
@@ -235,87 +264,149 @@ static int pid_alive(uint32_t pid)
 
 /* ---- transactions and database handles --------------------------------------------------- */
 
+/* Another process grew the map: adopt its size, which LMDB allows only while no transaction
+ * of this process is active (`resize` held exclusively; the caller holds no lock of sh). */
+static void adopt_map(lmdb_env *sh)
+{
+    pthread_rwlock_wrlock(&sh->resize);
+    mdb_env_set_mapsize(sh->env, 0);
+    pthread_rwlock_unlock(&sh->resize);
+}
+
+/* A write transaction, or ensure_dbi's read transaction: writing handles have their
+ * environment to themselves, so adopting a grown map here waits for nobody. */
 static int txn_begin(lm_store *s, unsigned flags, MDB_txn **txn, lm_err *err)
 {
     lmdb_state *st = s->impl;
     int rc = mdb_txn_begin(st->env, NULL, flags, txn);
-    if (rc == MDB_MAP_RESIZED) { /* another process grew the map: adopt its size */
-        if (mdb_env_set_mapsize(st->env, 0) == 0) rc = mdb_txn_begin(st->env, NULL, flags, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        adopt_map(st->sh);
+        rc = mdb_txn_begin(st->env, NULL, flags, txn);
     }
     return rc ? mdb_fail(s, rc, "starting a transaction", err) : LM_OK;
 }
 
+/* This handle's read transaction, renewed: `resize` is held shared until rd_end. */
 static int renew(lm_store *s, lm_err *err)
 {
     lmdb_state *st = s->impl;
+    pthread_rwlock_rdlock(&st->sh->resize);
     int rc = mdb_txn_renew(st->rtxn);
-    if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(st->env, 0) == 0) rc = mdb_txn_renew(st->rtxn);
+    if (rc == MDB_MAP_RESIZED) {
+        pthread_rwlock_unlock(&st->sh->resize);
+        adopt_map(st->sh);
+        pthread_rwlock_rdlock(&st->sh->resize);
+        rc = mdb_txn_renew(st->rtxn);
+    }
+    if (rc) pthread_rwlock_unlock(&st->sh->resize);
     return rc ? mdb_fail(s, rc, "starting a read transaction", err) : LM_OK;
 }
 
-static dbi_entry *cache_find(lmdb_state *st, const char *name)
+static void rd_end(lmdb_state *st)
 {
-    for (size_t i = 0; i < st->ncache; i++)
-        if (!strcmp(st->cache[i].name, name)) return &st->cache[i];
+    mdb_txn_reset(st->rtxn);
+    pthread_rwlock_unlock(&st->sh->resize);
+}
+
+/* The cache of version databases, shared by the environment's handles (sh->mu held). */
+static dbi_entry *cache_find_locked(lmdb_env *sh, const char *name)
+{
+    for (size_t i = 0; i < sh->ncache; i++)
+        if (!strcmp(sh->cache[i].name, name)) return &sh->cache[i];
     return NULL;
 }
 
-/* Remember a version's handle. A long-lived reader meets a new version every publish, and
- * LMDB's handles are few (maxdbs): past DBI_CACHE the oldest entry not being written through
- * this handle is closed (safe: handles are used by this handle's thread only, between
- * transactions). */
+/* The version's database handle when it is cached: 1, else 0. */
+static int cache_find(lmdb_state *st, const char *name, MDB_dbi *dbi)
+{
+    pthread_mutex_lock(&st->sh->mu);
+    dbi_entry *e = cache_find_locked(st->sh, name);
+    if (e) *dbi = e->dbi;
+    pthread_mutex_unlock(&st->sh->mu);
+    return e != NULL;
+}
+
+/* Remember a version's handle (sh->mu held). A long-lived reader meets a new version every
+ * publish, and LMDB's handles are few (maxdbs): past DBI_CACHE the oldest entry not being
+ * written through this handle is forgotten. A writing handle, alone on its environment, also
+ * closes it (safe: it is used between its own transactions only). Read-only handles may be
+ * using it in a transaction of another thread, so there it stays open: LMDB returns the same
+ * handle when the version is opened again, and a reading process can meet maxdbs (4096)
+ * versions before its handles must be reopened. */
 static void cache_add(lm_store *s, const char *name, MDB_dbi dbi)
 {
     lmdb_state *st = s->impl;
-    dbi_entry *e = cache_find(st, name);
-    if (!e && st->ncache == DBI_CACHE) {
+    lmdb_env *sh = st->sh;
+    dbi_entry *e = cache_find_locked(sh, name);
+    if (!e && sh->ncache == DBI_CACHE) {
         const char *writing = s->writer ? s->writer->rec.name : "";
         size_t victim = 0;
-        while (victim + 1 < st->ncache && !strcmp(st->cache[victim].name, writing)) victim++;
-        mdb_dbi_close(st->env, st->cache[victim].dbi);
-        memmove(&st->cache[victim], &st->cache[victim + 1], (st->ncache - victim - 1) * sizeof st->cache[0]);
-        st->ncache--;
+        while (victim + 1 < sh->ncache && !strcmp(sh->cache[victim].name, writing)) victim++;
+        if (!sh->readonly) mdb_dbi_close(sh->env, sh->cache[victim].dbi);
+        memmove(&sh->cache[victim], &sh->cache[victim + 1], (sh->ncache - victim - 1) * sizeof sh->cache[0]);
+        sh->ncache--;
     }
-    if (!e) e = &st->cache[st->ncache++];
+    if (!e) e = &sh->cache[sh->ncache++];
     snprintf(e->name, sizeof e->name, "%s", name);
     e->dbi = dbi;
 }
 
 static void cache_remove(lmdb_state *st, const char *name)
 {
-    dbi_entry *e = cache_find(st, name);
-    if (!e) return;
-    memmove(e, e + 1, (size_t)(st->cache + st->ncache - e - 1) * sizeof *e);
-    st->ncache--;
+    lmdb_env *sh = st->sh;
+    pthread_mutex_lock(&sh->mu);
+    dbi_entry *e = cache_find_locked(sh, name);
+    if (e) {
+        memmove(e, e + 1, (size_t)(sh->cache + sh->ncache - e - 1) * sizeof *e);
+        sh->ncache--;
+    }
+    pthread_mutex_unlock(&sh->mu);
 }
 
 /* Open version `name`'s database for reading, outside any transaction of this thread: in a
- * read transaction that commits, so the handle stays open for later ones. LM_ENOTFOUND when
- * the version has no database. */
+ * read transaction that commits, so the handle stays open for later ones. LMDB allows one
+ * mdb_dbi_open at a time in a process, and its transaction must end before another: sh->mu is
+ * held throughout. LM_ENOTFOUND when the version has no database. */
 static int ensure_dbi(lm_store *s, const char *name, MDB_dbi *dbi, lm_err *err)
 {
     lmdb_state *st = s->impl;
-    dbi_entry *e = cache_find(st, name);
-    if (e) {
-        *dbi = e->dbi;
+    lmdb_env *sh = st->sh;
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&sh->mu);
+        dbi_entry *e = cache_find_locked(sh, name);
+        if (e) {
+            *dbi = e->dbi;
+            pthread_mutex_unlock(&sh->mu);
+            return LM_OK;
+        }
+        MDB_txn *txn;
+        pthread_rwlock_rdlock(&sh->resize);
+        int mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+        if (mrc == MDB_MAP_RESIZED && attempt == 0) { /* adopt it holding no lock, then again */
+            pthread_rwlock_unlock(&sh->resize);
+            pthread_mutex_unlock(&sh->mu);
+            adopt_map(sh);
+            continue;
+        }
+        char dn[LM_STORE_VERSION_MAX + 3];
+        db_name(dn, name);
+        int opened = 0;
+        if (!mrc) {
+            opened = 1;
+            mrc = mdb_dbi_open(txn, dn, 0, dbi);
+            if (mrc)
+                mdb_txn_abort(txn);
+            else
+                mrc = mdb_txn_commit(txn);
+        }
+        pthread_rwlock_unlock(&sh->resize);
+        if (!mrc) cache_add(s, name, *dbi);
+        pthread_mutex_unlock(&sh->mu);
+        if (mrc == MDB_NOTFOUND && opened)
+            return lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' has no data", s->url.display, name);
+        if (mrc) return mdb_fail(s, mrc, opened ? "opening a version" : "starting a transaction", err);
         return LM_OK;
     }
-    MDB_txn *txn;
-    int rc = txn_begin(s, MDB_RDONLY, &txn, err);
-    if (rc != LM_OK) return rc;
-    char dn[LM_STORE_VERSION_MAX + 3];
-    db_name(dn, name);
-    int mrc = mdb_dbi_open(txn, dn, 0, dbi);
-    if (mrc) {
-        mdb_txn_abort(txn);
-        if (mrc == MDB_NOTFOUND)
-            return lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' has no data", s->url.display, name);
-        return mdb_fail(s, mrc, "opening a version", err);
-    }
-    mrc = mdb_txn_commit(txn);
-    if (mrc) return mdb_fail(s, mrc, "opening a version", err);
-    cache_add(s, name, *dbi);
-    return LM_OK;
 }
 
 /* In write transaction txn: drop version `name`'s database and record. */
@@ -356,25 +447,54 @@ static int lmdb_open(lm_store *s, lm_err *err)
     free(data);
     if (!have_data && !(s->flags & LM_STORE_CREATE))
         return lm_err_set(err, LM_ENOTFOUND, "%s: no store in '%s' (no data.mdb)", D, path);
-    int rr = reg_add(sb.st_dev, sb.st_ino);
-    if (rr)
+    int ro = (s->flags & LM_STORE_READONLY) != 0;
+    lmdb_state *st = calloc(1, sizeof *st);
+    if (!st) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    /* reg_lock is held until the environment is ready or given up, so that a concurrent open
+     * of the same store never shares a half-opened one */
+    pthread_mutex_lock(&reg_lock);
+    lmdb_env *sh;
+    size_t slot;
+    int rr = reg_take(sb.st_dev, sb.st_ino, ro, &sh, &slot);
+    if (rr) {
+        pthread_mutex_unlock(&reg_lock);
+        free(st);
         return lm_err_set(err, LM_EINVAL,
-                          rr == -1 ? "%s: the store is already open in this process (share the handle)"
+                          rr == -1 ? "%s: the store is already open for writing in this process, or "
+                                     "open for reading while this handle would write (share the handle)"
                                    : "%s: too many stores open in this process",
                           D);
-
-    lmdb_state *st = calloc(1, sizeof *st);
-    if (!st) {
-        reg_remove(sb.st_dev, sb.st_ino);
-        return lm_err_set(err, LM_ENOMEM, "out of memory");
     }
     s->impl = st;
-    st->dev = sb.st_dev;
-    st->ino = sb.st_ino;
+    if (sh) { /* another read-only handle's environment: only a read transaction of our own */
+        pthread_mutex_unlock(&reg_lock);
+        st->sh = sh, st->env = sh->env, st->meta = sh->meta, st->mapsize = sh->mapsize;
+        pthread_rwlock_rdlock(&sh->resize);
+        int brc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
+        if (!brc) mdb_txn_reset(st->rtxn);
+        pthread_rwlock_unlock(&sh->resize);
+        if (brc) {
+            int lrc = mdb_fail(s, brc, "starting a read transaction", err);
+            if (reg_release(sh)) env_free(sh);
+            free(st);
+            s->impl = NULL;
+            return lrc;
+        }
+        return LM_OK;
+    }
+    if (!(sh = calloc(1, sizeof *sh))) {
+        pthread_mutex_unlock(&reg_lock);
+        free(st);
+        s->impl = NULL;
+        return lm_err_set(err, LM_ENOMEM, "out of memory");
+    }
+    sh->dev = sb.st_dev, sh->ino = sb.st_ino, sh->pid = getpid(), sh->readonly = ro, sh->refs = 1;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_rwlock_init(&sh->resize, NULL);
+    st->sh = sh;
     st->mapsize = s->url.mapsize ? s->url.mapsize : DEFAULT_MAPSIZE;
-    int ro = (s->flags & LM_STORE_READONLY) != 0;
     int rc = mdb_env_create(&st->env);
-    if (!rc) rc = mdb_env_set_maxdbs(st->env, 1024);
+    if (!rc) rc = mdb_env_set_maxdbs(st->env, 4096);
     if (!rc) rc = mdb_env_set_maxreaders(st->env, 512);
     if (!rc) rc = mdb_env_set_mapsize(st->env, st->mapsize);
     if (!rc) rc = mdb_env_open(st->env, path, MDB_NOTLS | MDB_NOMETASYNC | (ro ? MDB_RDONLY : 0), 0644);
@@ -427,10 +547,14 @@ static int lmdb_open(lm_store *s, lm_err *err)
         goto fail;
     }
     mdb_txn_reset(st->rtxn);
+    sh->env = st->env, sh->meta = st->meta, sh->mapsize = st->mapsize;
+    reg[slot] = sh;
+    pthread_mutex_unlock(&reg_lock);
     return LM_OK;
 fail:
-    if (st->env) mdb_env_close(st->env);
-    reg_remove(st->dev, st->ino);
+    pthread_mutex_unlock(&reg_lock);
+    sh->env = st->env;
+    env_free(sh);
     free(st);
     s->impl = NULL;
     return lrc;
@@ -441,8 +565,7 @@ static void lmdb_close(lm_store *s)
     lmdb_state *st = s->impl;
     if (!st) return;
     if (st->rtxn) mdb_txn_abort(st->rtxn);
-    mdb_env_close(st->env);
-    reg_remove(st->dev, st->ino);
+    if (reg_release(st->sh)) env_free(st->sh);
     free(st);
 }
 
@@ -505,7 +628,9 @@ static int lmdb_begin(lm_store_writer *w, lm_err *err)
         free(lw);
         return mdb_fail(s, mrc, "starting a version", err);
     }
+    pthread_mutex_lock(&st->sh->mu);
     cache_add(s, w->rec.name, lw->dbi);
+    pthread_mutex_unlock(&st->sh->mu);
     w->impl = lw;
     return LM_OK;
 }
@@ -659,7 +784,7 @@ static int lmdb_read(lm_store *s, const char *version, const char *const *keys, 
         else if (!version && crc == MDB_NOTFOUND)
             rc = lm_err_set(err, LM_ENOTFOUND, "%s: no version has been published yet", D);
         if (rc != LM_OK) {
-            mdb_txn_reset(st->rtxn);
+            rd_end(st);
             return rc;
         }
         int mrc = read_rec(st, st->rtxn, name, &rec, NULL);
@@ -676,20 +801,26 @@ static int lmdb_read(lm_store *s, const char *version, const char *const *keys, 
                             "a run that did not finish)",
                             D, name);
         if (rc != LM_OK) {
-            mdb_txn_reset(st->rtxn);
+            rd_end(st);
             return rc;
         }
         rec.current = !strcmp(name, cur);
         MDB_dbi dbi = 0;
         if (n) {
-            dbi_entry *e = cache_find(st, name);
-            if (!e) { /* open the version's database outside this transaction, then retry */
-                mdb_txn_reset(st->rtxn);
+            if (!cache_find(st, name,
+                            &dbi)) { /* open the version's database outside this transaction, then retry */
+                rd_end(st);
                 rc = ensure_dbi(s, name, &dbi, err);
                 if (rc != LM_OK) return rc;
                 continue;
             }
-            dbi = e->dbi;
+            unsigned dflags;
+            if (mdb_dbi_flags(st->rtxn, dbi, &dflags) != 0) {
+                /* another handle opened it after this transaction began, which LMDB's
+                 * transactions cannot see: begin again */
+                rd_end(st);
+                continue;
+            }
         }
         rc = sink->begin(sink->ctx, &rec, err);
         for (size_t i = 0; rc == LM_OK && i < n; i++) {
@@ -700,7 +831,7 @@ static int lmdb_read(lm_store *s, const char *version, const char *const *keys, 
             else if (mrc != MDB_NOTFOUND)
                 rc = mdb_fail(s, mrc, "reading a value", err);
         }
-        mdb_txn_reset(st->rtxn);
+        rd_end(st);
         return rc;
     }
     return lm_err_set(err, LM_EIO, "%s: the current version kept changing during a read", D);
@@ -724,12 +855,12 @@ static int lmdb_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *err
     if (mrc == -1)
         cur[0] = 0;
     else if (mrc && mrc != MDB_NOTFOUND) {
-        mdb_txn_reset(st->rtxn);
+        rd_end(st);
         return mdb_fail(s, mrc, "reading the current version", err);
     }
     MDB_cursor *c;
     if ((mrc = mdb_cursor_open(st->rtxn, st->meta, &c)) != 0) {
-        mdb_txn_reset(st->rtxn);
+        rd_end(st);
         return mdb_fail(s, mrc, "listing versions", err);
     }
     lm_store_version *v = NULL;
@@ -753,7 +884,7 @@ static int lmdb_list(lm_store *s, lm_store_version **out, size_t *n, lm_err *err
     }
     if (rc == LM_OK && mrc && mrc != MDB_NOTFOUND) rc = mdb_fail(s, mrc, "listing versions", err);
     mdb_cursor_close(c);
-    mdb_txn_reset(st->rtxn);
+    rd_end(st);
     if (rc != LM_OK) {
         free(v);
         *n = 0;
@@ -777,7 +908,7 @@ static int lmdb_scan(lm_store *s, const char *version, lm_store_version *rec, lm
     read_current(st, st->rtxn, cur);
     int mrc = read_rec(st, st->rtxn, version, rec, NULL);
     if (mrc) {
-        mdb_txn_reset(st->rtxn);
+        rd_end(st);
         if (mrc == MDB_NOTFOUND)
             return lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", s->url.display, version);
         if (mrc == -1)
@@ -788,7 +919,7 @@ static int lmdb_scan(lm_store *s, const char *version, lm_store_version *rec, lm
     rec->current = !strcmp(version, cur);
     MDB_cursor *c;
     if ((mrc = mdb_cursor_open(st->rtxn, dbi, &c)) != 0) {
-        mdb_txn_reset(st->rtxn);
+        rd_end(st);
         return mdb_fail(s, mrc, "scanning a version", err);
     }
     MDB_val k, d;
@@ -797,7 +928,7 @@ static int lmdb_scan(lm_store *s, const char *version, lm_store_version *rec, lm
         if (fn(ctx, k.mv_data, k.mv_size, d.mv_data, d.mv_size)) break;
     }
     mdb_cursor_close(c);
-    mdb_txn_reset(st->rtxn);
+    rd_end(st);
     if (mrc && mrc != MDB_NOTFOUND) return mdb_fail(s, mrc, "scanning a version", err);
     return LM_OK;
 }

@@ -21,7 +21,9 @@
 #include <hiredis/hiredis.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -682,6 +684,158 @@ static void fill_up(const char *url, int flags, const char *want, size_t big)
     lm_store_close(s);
 }
 
+/* ---- read-only handles sharing one environment (LMDB) ----------------------------------- */
+
+typedef struct shared_reader {
+    lm_store *s;
+    atomic_int *stop;
+    long reads, bad, failed;
+    char seen[16];
+    int seed;
+} shared_reader;
+
+static void *shared_read_loop(void *p)
+{
+    shared_reader *a = p;
+    lm_rng r;
+    lm_rng_seed(&r, (uint64_t)a->seed);
+    char keys[64][9];
+    const char *kp[64];
+    size_t lens[64];
+    float out[64 * E];
+    uint8_t found[64];
+    lm_err err = {0};
+    while (!atomic_load(a->stop)) {
+        for (int j = 0; j < 64; j++) {
+            key_of(keys[j], (size_t)lm_rng_below(&r, NKEYS));
+            kp[j] = keys[j];
+            lens[j] = 8;
+        }
+        lm_store_version rv;
+        if (lm_store_get_batch(a->s, NULL, kp, lens, 64, out, E, found, &rv, &err) != LM_OK) {
+            if (!a->failed++) printf("shared reader: %s\n", err.msg);
+            continue;
+        }
+        int tag = atoi(rv.name + 1);
+        if (tag > 0 && tag < 16) a->seen[tag] = 1;
+        for (int j = 0; j < 64; j++)
+            if (!found[j] || out[j * E] != (float)tag) a->bad++;
+        a->reads++;
+    }
+    return NULL;
+}
+
+/* Read-only handles on one store in one process share its environment, each with its own read
+ * transaction: four threads read through four handles while another process publishes five
+ * versions (every batch from one whole version), a writable open is refused while they are
+ * open and allowed once the last is closed; readers adopt a map another process grew. */
+static void test_lmdb_shared(void)
+{
+    char url[700];
+    lm_err err = {0};
+    snprintf(url, sizeof url, "lmdb://%s/shared", dir);
+    lm_store *w = reopen(url, LM_STORE_CREATE);
+    if (!w) return;
+    int rc = write_version(w, "v1", LM_STORE_ENC_F32, 1, NKEYS, 0, 0, &err);
+    CHECK(rc == LM_OK, "shared: v1: %s", err.msg);
+    lm_store_close(w);
+
+    enum { NR = 4 };
+    lm_store *h[NR] = {0};
+    for (int i = 0; i < NR; i++) h[i] = reopen(url, LM_STORE_READONLY);
+    lm_store *x = NULL;
+    rc = lm_store_open(&x, url, 0, &err);
+    CHECK(rc == LM_EINVAL && HAS(err.msg, "already open"), "a writable open beside readers: %s", err.msg);
+    if (rc == LM_OK) lm_store_close(x);
+    for (int i = 0; i < NR; i++)
+        if (!h[i]) return;
+
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    shared_reader a[NR];
+    pthread_t th[NR];
+    for (int i = 0; i < NR; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].s = h[i], a[i].stop = &stop, a[i].seed = 17 + i;
+        pthread_create(&th[i], NULL, shared_read_loop, &a[i]);
+    }
+    pid_t pid = fork();
+    if (pid == 0) { /* the publisher: its own environment (the registry is per process) */
+        lm_store *cs = NULL;
+        lm_err ce = {0};
+        if (lm_store_open(&cs, url, 0, &ce) != LM_OK) _exit(3);
+        char name[16];
+        for (int tag = 2; tag <= 6; tag++) {
+            snprintf(name, sizeof name, "v%d", tag);
+            if (write_version(cs, name, LM_STORE_ENC_F32, tag, NKEYS, 0, 2, &ce) != LM_OK) _exit(4);
+            sleep_ms(20);
+        }
+        lm_store_close(cs);
+        _exit(0);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    sleep_ms(100);
+    atomic_store(&stop, 1);
+    long reads = 0, bad = 0, failed = 0;
+    int seen6 = 1;
+    for (int i = 0; i < NR; i++) {
+        pthread_join(th[i], NULL);
+        reads += a[i].reads, bad += a[i].bad, failed += a[i].failed;
+        seen6 &= a[i].seen[6];
+    }
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "shared: the publisher exited with %d", status);
+    CHECK(reads > 4 * NR && bad == 0 && failed == 0,
+          "shared: %ld batches read by %d threads, %ld wrong values, %ld failed reads", reads, NR, bad,
+          failed);
+    CHECK(seen6, "shared: every reader sees the last version published");
+    const int order[NR] = {2, 0, 3, 1};
+    for (int i = 0; i < NR; i++) {
+        lm_store_close(h[order[i]]);
+        if (i < NR - 1) {
+            rc = lm_store_open(&x, url, 0, &err);
+            CHECK(rc == LM_EINVAL, "a writable open while %d readers remain", NR - 1 - i);
+            if (rc == LM_OK) lm_store_close(x);
+        }
+    }
+    w = reopen(url, 0);
+    lm_store_close(w);
+
+    /* a map grown by another process: 1 MiB here, 64 MiB in the writer, about 2.4 MB written */
+    snprintf(url, sizeof url, "lmdb://%s/grow?mapsize=1048576", dir);
+    w = reopen(url, LM_STORE_CREATE);
+    if (!w) return;
+    rc = write_version(w, "v1", LM_STORE_ENC_F32, 1, 100, 0, 0, &err);
+    CHECK(rc == LM_OK, "grow: v1: %s", err.msg);
+    lm_store_close(w);
+    lm_store *g[2] = {reopen(url, LM_STORE_READONLY), reopen(url, LM_STORE_READONLY)};
+    if (!g[0] || !g[1]) return;
+    pid = fork();
+    if (pid == 0) {
+        char big[700];
+        snprintf(big, sizeof big, "lmdb://%s/grow?mapsize=67108864", dir);
+        lm_store *cs = NULL;
+        lm_err ce = {0};
+        if (lm_store_open(&cs, big, 0, &ce) != LM_OK) _exit(3);
+        if (write_version(cs, "v2", LM_STORE_ENC_F32, 2, 20000, 0, 0, &ce) != LM_OK) _exit(4);
+        lm_store_close(cs);
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "grow: the writer exited with %d", status);
+    for (int i = 0; i < 2; i++) {
+        float v[E];
+        int found = 0;
+        char key[9];
+        key_of(key, 12345);
+        rc = lm_store_get(g[i], key, 8, v, E, &found, &err);
+        CHECK(rc == LM_OK && found && v[0] == 2.0f, "grow: reader %d after the map grew: %s", i,
+              rc ? err.msg : "wrong value");
+    }
+    lm_store_close(g[0]);
+    lm_store_close(g[1]);
+}
+
 static void test_lmdb_only(void)
 {
     char url[700], path[600];
@@ -877,6 +1031,7 @@ int main(void)
     scenario(url, missing, 0, &tl);
     printf("LMDB only\n");
     test_lmdb_only();
+    test_lmdb_shared();
 
     if (want_redis) {
         int installed = system("command -v redis-server >/dev/null 2>&1") == 0;
