@@ -11,7 +11,9 @@ static const cli_cmd cmd = {
     "limaml train --data DIR --out MODEL [--algo limaml|maml|plain|widedeep] [options]",
     "Train a model on the warm tasks of a dataset made by `limaml prepare`.",
     "Algorithms: limaml (Algorithm 2a: the inner loop adapts the meta block, n SGD steps on each\n"
-    "task's support set; the outer loop updates both blocks through them, exact second order),\n"
+    "task's support set; the outer loop updates both blocks through them, exact second order;\n"
+    "by default its objective also counts the adapted support loss, 3 times: the best servable\n"
+    "configuration on validation, docs/EXPERIMENTS.md; --support-weight 0 is the paper's),\n"
     "maml (entire-network MAML), plain (Adam on mini-batches of whole tasks) and widedeep (plain\n"
     "with a learned task-id embedding). The model kept is the epoch of best validation AUC (warm\n"
     "tasks' validation parts, after adapting on their train parts for limaml and maml).\n"
@@ -60,8 +62,8 @@ int cmd_train(int argc, char **argv)
         {"inner-steps", CLI_U64, &n, "N", "1", 0, "inner SGD steps on the support set (limaml, maml)"},
         {"task-lr", CLI_F64, &task_lr, "A", "0.1", 0, "inner and adaptation learning rate alpha"},
         {"first-order", CLI_FLAG, &first_order, NULL, NULL, 0, "drop the second-order terms"},
-        {"support-weight", CLI_F64, &sw, "W", "0", 0,
-         "add W times the adapted support loss to the outer objective"},
+        {"support-weight", CLI_F64, &sw, "W", "3", 0,
+         "add W times the adapted support loss to the outer objective (0: the paper's Algorithm 2a)"},
         {"emb-logit", CLI_FLAG, &emb_logit, NULL, NULL, 0,
          "also add the meta embedding's first coordinate E[0] to the logit (a per-task shift)"},
         {"tasks-per-batch", CLI_U64, &tpb, "N", "32", 0, "tasks per outer update"},
