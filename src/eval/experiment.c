@@ -187,9 +187,10 @@ static void read_curve(lm_xp_arm *a, const char *log_path)
          line = strtok_r(NULL, "\n", &save)) {
         cJSON *j = cJSON_Parse(line);
         const cJSON *l = cJSON_GetObjectItem(j, "train_loss"), *v = cJSON_GetObjectItem(j, "val_auc");
-        if (cJSON_IsNumber(l) && cJSON_IsNumber(v)) {
+        /* a refit has no validation part: its AUC is null, its loss is still plotted */
+        if (cJSON_IsNumber(l) && (cJSON_IsNumber(v) || cJSON_IsNull(v))) {
             a->curve_loss[a->ncurve] = l->valuedouble;
-            a->curve_val[a->ncurve++] = v->valuedouble;
+            a->curve_val[a->ncurve++] = cJSON_IsNumber(v) ? v->valuedouble : NAN;
         }
         cJSON_Delete(j);
     }
