@@ -50,14 +50,17 @@ static int is_train(uint32_t split)
 static int write_table(const char *dir, const lm_rate_spec *rs, const cell *all, uint32_t buckets, double g,
                        lm_err *err)
 {
-    size_t cap = (size_t)buckets * 64 + 64, n = 0;
+    /* a line is at most 10 + 3 * 16 + 20 + 5 = 83 bytes (%.9g is at most 16 characters) */
+    enum { LINE = 128 };
+    size_t cap = ((size_t)buckets + 1) * LINE, n = 0;
     char *buf = malloc(cap), name[512];
     if (!buf) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    n += (size_t)snprintf(buf, cap, "bucket,rate,logcount,count,positives\n");
-    for (uint32_t b = 0; b < buckets; b++)
-        n += (size_t)snprintf(buf + n, cap - n, "%u,%.9g,%.9g,%llu,%.9g\n", b,
-                              rate_of(&all[b], rs->smoothing, g), (double)logcount_of(&all[b]),
-                              (unsigned long long)all[b].n, all[b].pos);
+    n += (size_t)snprintf(buf, LINE, "bucket,rate,logcount,count,positives\n");
+    for (uint32_t b = 0; b < buckets; b++) {
+        int k = snprintf(buf + n, LINE, "%u,%.9g,%.9g,%llu,%.9g\n", b, rate_of(&all[b], rs->smoothing, g),
+                         (double)logcount_of(&all[b]), (unsigned long long)all[b].n, all[b].pos);
+        n += (size_t)LM_MIN(k, LINE - 1);
+    }
     snprintf(name, sizeof name, "rates_%s.csv", rs->column);
     char *path = lm_path_join(dir, name);
     int rc = path ? lm_write_file_atomic(path, buf, n, err) : lm_err_set(err, LM_ENOMEM, "out of memory");

@@ -702,6 +702,7 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
             else
                 rc = train_one(x, dsv[a->data], a, a->lr, a->task_lr, s + 1, log, &m, &a->rep[s], err);
             a->train_cpu[s] = lm_xp_cpu_seconds() - c1;
+            if (!rc && s == 0) read_curve(a, log); /* the refit's seed 1: choose() did not run */
             free(log);
             if (!rc) rc = test_one(x, dsv[a->data], a, m, s, err);
             if (!rc && keep && i == LM_XP_LIMAML)

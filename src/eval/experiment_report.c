@@ -695,7 +695,10 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
         cJSON_AddNumberToObject(o, "task_lr", a->task_lr);
         cJSON_AddNumberToObject(o, "adapt_steps", a->k);
         cJSON_AddNumberToObject(o, "adapt_task_lr", a->alpha);
-        cJSON_AddNumberToObject(o, "val_auc_no_adaptation", a->noadapt_val);
+        if (a->data == LM_XP_DATA_REFIT) /* nothing is chosen on a refit: no validation part */
+            cJSON_AddNullToObject(o, "val_auc_no_adaptation");
+        else
+            cJSON_AddNumberToObject(o, "val_auc_no_adaptation", a->noadapt_val);
         cJSON *g = cJSON_AddArrayToObject(o, "lr_grid");
         for (size_t j = 0; j < a->ngrid; j++) {
             cJSON *e = cJSON_CreateObject();

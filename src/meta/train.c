@@ -525,7 +525,10 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_tr
         if ((rc = lm_evaluate(m, ds, &eo, &vr, err))) break;
         /* Without validation rows (a refit on train and validation parts together, for a
          * number of epochs chosen earlier) every epoch counts as the best: the last is kept. */
-        int improved = vr.examples == 0 || vr.auc > s.best_auc || (isnan(s.best_auc) && !isnan(vr.auc));
+        int improved = vr.examples == 0 || vr.auc > s.best_auc || (isnan(s.best_auc) && !isnan(vr.auc)) ||
+                       /* validation rows of one class only: no AUC to choose by, so the last
+                        * epoch is kept until one comes */
+                       (isnan(vr.auc) && !(s.best_auc >= 0));
         s.epoch = ep + 1;
         if (improved) {
             s.best_auc = vr.auc;

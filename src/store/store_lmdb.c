@@ -109,18 +109,6 @@ static int reg_take(dev_t dev, ino_t ino, int readonly, lmdb_env **out, size_t *
     return *slot == SIZE_MAX ? -2 : 0;
 }
 
-/* Drop a reference; 1 when it was the last (the caller closes the environment). */
-static int reg_release(lmdb_env *e)
-{
-    pthread_mutex_lock(&reg_lock);
-    int last = --e->refs == 0;
-    if (last)
-        for (size_t i = 0; i < sizeof reg / sizeof reg[0]; i++)
-            if (reg[i] == e) reg[i] = NULL;
-    pthread_mutex_unlock(&reg_lock);
-    return last;
-}
-
 static void env_free(lmdb_env *e)
 {
     if (!e) return;
@@ -128,6 +116,21 @@ static void env_free(lmdb_env *e)
     pthread_mutex_destroy(&e->mu);
     pthread_rwlock_destroy(&e->resize);
     free(e);
+}
+
+/* Drop a reference, closing the environment with the last. The close happens under reg_lock:
+ * closing lock.mdb drops every fcntl lock the process holds on it, so an environment opened on
+ * the same store meanwhile would lose its reader locks (lmdb.h, "caveats"). A forked child
+ * never closes its parent's environment (that would clear the parent's reader slots). */
+static void reg_release(lmdb_env *e)
+{
+    pthread_mutex_lock(&reg_lock);
+    if (e->pid == getpid() && --e->refs == 0) {
+        for (size_t i = 0; i < sizeof reg / sizeof reg[0]; i++)
+            if (reg[i] == e) reg[i] = NULL;
+        env_free(e);
+    }
+    pthread_mutex_unlock(&reg_lock);
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */
@@ -366,25 +369,28 @@ static void cache_remove(lmdb_state *st, const char *name)
 /* Open version `name`'s database for reading, outside any transaction of this thread: in a
  * read transaction that commits, so the handle stays open for later ones. LMDB allows one
  * mdb_dbi_open at a time in a process, and its transaction must end before another: sh->mu is
- * held throughout. LM_ENOTFOUND when the version has no database. */
+ * held throughout. Locks are taken in one order everywhere, `resize` (shared) before `mu`, so
+ * that nothing depends on the reader-writer lock's preference. LM_ENOTFOUND when the version
+ * has no database. */
 static int ensure_dbi(lm_store *s, const char *name, MDB_dbi *dbi, lm_err *err)
 {
     lmdb_state *st = s->impl;
     lmdb_env *sh = st->sh;
     for (int attempt = 0;; attempt++) {
+        pthread_rwlock_rdlock(&sh->resize);
         pthread_mutex_lock(&sh->mu);
         dbi_entry *e = cache_find_locked(sh, name);
         if (e) {
             *dbi = e->dbi;
             pthread_mutex_unlock(&sh->mu);
+            pthread_rwlock_unlock(&sh->resize);
             return LM_OK;
         }
         MDB_txn *txn;
-        pthread_rwlock_rdlock(&sh->resize);
         int mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
         if (mrc == MDB_MAP_RESIZED && attempt == 0) { /* adopt it holding no lock, then again */
-            pthread_rwlock_unlock(&sh->resize);
             pthread_mutex_unlock(&sh->mu);
+            pthread_rwlock_unlock(&sh->resize);
             adopt_map(sh);
             continue;
         }
@@ -399,9 +405,9 @@ static int ensure_dbi(lm_store *s, const char *name, MDB_dbi *dbi, lm_err *err)
             else
                 mrc = mdb_txn_commit(txn);
         }
-        pthread_rwlock_unlock(&sh->resize);
         if (!mrc) cache_add(s, name, *dbi);
         pthread_mutex_unlock(&sh->mu);
+        pthread_rwlock_unlock(&sh->resize);
         if (mrc == MDB_NOTFOUND && opened)
             return lm_err_set(err, LM_ENOTFOUND, "%s: version '%s' has no data", s->url.display, name);
         if (mrc) return mdb_fail(s, mrc, opened ? "opening a version" : "starting a transaction", err);
@@ -469,13 +475,18 @@ static int lmdb_open(lm_store *s, lm_err *err)
     if (sh) { /* another read-only handle's environment: only a read transaction of our own */
         pthread_mutex_unlock(&reg_lock);
         st->sh = sh, st->env = sh->env, st->meta = sh->meta, st->mapsize = sh->mapsize;
-        pthread_rwlock_rdlock(&sh->resize);
-        int brc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
-        if (!brc) mdb_txn_reset(st->rtxn);
-        pthread_rwlock_unlock(&sh->resize);
+        int brc;
+        for (int attempt = 0;; attempt++) {
+            pthread_rwlock_rdlock(&sh->resize);
+            brc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
+            if (!brc) mdb_txn_reset(st->rtxn);
+            pthread_rwlock_unlock(&sh->resize);
+            if (brc != MDB_MAP_RESIZED || attempt) break;
+            adopt_map(sh); /* another process grew the map: adopt it, then again */
+        }
         if (brc) {
             int lrc = mdb_fail(s, brc, "starting a read transaction", err);
-            if (reg_release(sh)) env_free(sh);
+            reg_release(sh);
             free(st);
             s->impl = NULL;
             return lrc;
@@ -494,6 +505,7 @@ static int lmdb_open(lm_store *s, lm_err *err)
     st->sh = sh;
     st->mapsize = s->url.mapsize ? s->url.mapsize : DEFAULT_MAPSIZE;
     int rc = mdb_env_create(&st->env);
+    sh->env = rc ? NULL : st->env; /* adopt_map may need it before the open completes */
     if (!rc) rc = mdb_env_set_maxdbs(st->env, 4096);
     if (!rc) rc = mdb_env_set_maxreaders(st->env, 512);
     if (!rc) rc = mdb_env_set_mapsize(st->env, st->mapsize);
@@ -552,9 +564,8 @@ static int lmdb_open(lm_store *s, lm_err *err)
     pthread_mutex_unlock(&reg_lock);
     return LM_OK;
 fail:
+    env_free(sh); /* under reg_lock: see reg_release */
     pthread_mutex_unlock(&reg_lock);
-    sh->env = st->env;
-    env_free(sh);
     free(st);
     s->impl = NULL;
     return lrc;
@@ -565,7 +576,7 @@ static void lmdb_close(lm_store *s)
     lmdb_state *st = s->impl;
     if (!st) return;
     if (st->rtxn) mdb_txn_abort(st->rtxn);
-    if (reg_release(st->sh)) env_free(st->sh);
+    reg_release(st->sh);
     free(st);
 }
 
