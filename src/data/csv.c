@@ -9,6 +9,9 @@
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define CSV_CHUNK (4u << 20)       /* bytes read at a time */
 #define CSV_MAX_RECORD (64u << 20) /* longest record accepted */
@@ -189,8 +192,52 @@ static void split_quoted(char *s, size_t len, char delim, lm_field *f, size_t ma
     *n = k;
 }
 
+#ifdef __SSE2__
+/* The common record, split in one pass: no quotes, its newline inside the bytes read, more
+ * than one byte long. Sixteen bytes at a time give bit masks of newlines, quotes and
+ * delimiters; the delimiters before the newline are the field ends. This is the hot loop of
+ * `prepare` (the byte loop plus two memchr passes over each line took a tenth of its time).
+ * Returns 0, having changed nothing, for any other record: the general path below takes it. */
+static int next_simple(lm_csv *r, lm_field *f, size_t max, size_t *n)
+{
+    const char *s = r->buf + r->beg, *e = r->buf + r->end, *p = s, *a = s;
+    const __m128i vnl = _mm_set1_epi8('\n'), vq = _mm_set1_epi8('"'), vd = _mm_set1_epi8(r->delim);
+    size_t k = 0;
+    for (; p + 16 <= e; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        unsigned mnl = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, vnl));
+        unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, vq));
+        unsigned md = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, vd));
+        unsigned before = mnl ? (mnl & (0u - mnl)) - 1 : 0xffffu; /* bits before the newline */
+        if (mq & before) return 0;
+        for (md &= before; md; md &= md - 1) {
+            const char *d = p + __builtin_ctz(md);
+            if (k < max) f[k] = (lm_field){a, (uint32_t)(d - a)};
+            k++;
+            a = d + 1;
+        }
+        if (!mnl) continue;
+        const char *nl = p + __builtin_ctz(mnl), *end = nl;
+        if (nl - s <= 1) return 0; /* blank line, or "\r" alone */
+        if (end[-1] == '\r') end--;
+        if (a > end) return 0; /* a delimiter of "\r" */
+        if (k < max) f[k] = (lm_field){a, (uint32_t)(end - a)};
+        *n = k + 1;
+        size_t used = (size_t)(nl + 1 - s);
+        r->rec_line = r->line++;
+        r->beg += used;
+        r->consumed += used;
+        return 1;
+    }
+    return 0;
+}
+#endif
+
 int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
 {
+#ifdef __SSE2__
+    if (next_simple(r, f, max, n)) return 1;
+#endif
     for (;;) {
         char *s = r->buf + r->beg;
         size_t avail = r->end - r->beg;
