@@ -1564,6 +1564,58 @@ static void test_csv_reader(void)
     end();
 }
 
+/* The float fast path of the feature parser against (float) of the correctly rounded double:
+ * random decimals of every length and dot position, and decimals printed next to float
+ * rounding midpoints, where multiplying by 10^-k instead of dividing by 10^k could round to
+ * the other float if the fast path did not send them back. */
+static void test_parse_f32(void)
+{
+    begin("numbers: the float fast path equals (float) of the double parse");
+    uint64_t rng = 777;
+#define RND() (rng = rng * 6364136223846793005ull + 1442695040888963407ull, rng >> 11)
+    long checked = 0, sent_back = 0, bad = 0;
+    char txt[64];
+    for (long i = 0; i < 3000000 && bad < 5; i++) {
+        int len;
+        if (i % 2) {
+            /* a midpoint between two floats, printed to 1..15 digits after the dot */
+            uint32_t u = (uint32_t)(RND() % 0x7f000000u);
+            float a;
+            memcpy(&a, &u, 4);
+            if (!(a >= 1e-6f && a < 1e9f)) continue;
+            double mid = ((double)a + (double)nextafterf(a, INFINITY)) / 2;
+            const char *sign = RND() % 2 ? "-" : "";
+            int places = (int)(1 + RND() % 15);
+            len = snprintf(txt, sizeof txt, "%s%.*f", sign, places, mid);
+        } else {
+            int digits = 1 + (int)(RND() % 15), dot = (int)(RND() % (digits + 1));
+            len = 0;
+            if (RND() % 2) txt[len++] = '-';
+            for (int k = 0; k < digits; k++) {
+                if (k == dot && k) txt[len++] = '.';
+                txt[len++] = (char)('0' + RND() % 10);
+            }
+            txt[len] = 0;
+        }
+        float fast;
+        double d;
+        if (!lm_parse_f32_fast(txt, (size_t)len, &fast)) {
+            sent_back++;
+            continue;
+        }
+        checked++;
+        CHECK(lm_parse_f64(txt, (size_t)len, &d) == LM_NUM_OK, "%s does not parse", txt);
+        float want = (float)d;
+        if (memcmp(&fast, &want, 4)) {
+            bad++;
+            CHECK(0, "\"%s\": fast %a, want %a", txt, (double)fast, (double)want);
+        }
+    }
+#undef RND
+    CHECK(checked > 1000000, "only %ld values took the fast path (%ld sent back)", checked, sent_back);
+    end();
+}
+
 static void test_formats(void)
 {
     const char *names[] = {"log.csv"};
@@ -2407,6 +2459,7 @@ int main(void)
     test_join();
     test_multiple_inputs();
     test_csv_reader();
+    test_parse_f32();
     test_formats();
     test_spilled_runs();
     test_shared_tmp_dir();
