@@ -1,34 +1,28 @@
 /* dswrite.c: the dataset writer. */
 #include "data/dswrite.h"
 
-#include <aio.h>
+#include "data/dio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
 #define WBUF (4u << 20)
-#define DIRECT_ALIGN 4096u
 
-/* A buffered output file. The dataset file itself is written with O_DIRECT where the file
- * system allows it, from two buffers in turn, each handed to an asynchronous write while the
- * other fills: `prepare` writes about as many bytes of dataset as it read of log, and through
- * the page cache each of those bytes cost a copy into a page the kernel has to find first (on
- * the virtual machines of docs/BENCHMARKS.md, a fresh page costs about 1.3 s per GB when the
- * host backs it). Direct writes skip both, leave the final fsync little to do, and wait on the
- * device instead of the CPU. The cost: the dataset is not left in the page cache for the next
- * command to read. The scratch files stay buffered (small, and read back at the end). */
+/* A buffered output file. The dataset file itself goes through lm_dio (data/dio.h): direct
+ * writes from two buffers in turn, one in flight while the other fills, since through the page
+ * cache each of its bytes cost a copy into a fresh page; direct writes also leave the final
+ * fsync little to do. The cost: the dataset is not left in the page cache for the next command
+ * to read. The scratch files stay buffered (small, and read back at the end). */
 typedef struct bufile {
-    int fd;
-    int direct; /* fd is O_DIRECT: only whole blocks are written until the end */
+    lm_dio io;
     char *path;
     char *buf; /* the buffer filling: bufs[cur] */
     char *bufs[2];
     int cur;
     size_t n;
     uint64_t off; /* bytes handed to the file so far (written or in flight) */
-    struct aiocb cb;
-    int inflight; /* cb holds a write not yet waited for */
 } bufile;
 
 struct lm_dswriter {
@@ -41,71 +35,29 @@ struct lm_dswriter {
 
 static int bf_open(bufile *b, const char *dir, const char *name, int keep, int direct, lm_err *err)
 {
-    b->fd = -1;
+    b->io.fd = -1;
     b->path = lm_path_join(dir, name);
-    for (int i = 0; i < (direct ? 2 : 1); i++) {
-        void *p = NULL;
-        if (posix_memalign(&p, DIRECT_ALIGN, WBUF) != 0) p = NULL;
-        b->bufs[i] = p;
-        if (!p) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    }
+    for (int i = 0; i < (direct ? 2 : 1); i++)
+        if (!(b->bufs[i] = lm_dio_alloc(WBUF))) return lm_err_set(err, LM_ENOMEM, "out of memory");
     b->buf = b->bufs[0];
     if (!b->path) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    int flags = O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC;
-#ifdef O_DIRECT
-    if (direct) {
-        b->fd = open(b->path, flags | O_DIRECT, keep ? 0644 : 0600);
-        b->direct = b->fd >= 0;
-    }
-#endif
-    if (b->fd < 0) b->fd = open(b->path, flags, keep ? 0644 : 0600);
-    if (b->fd < 0) return lm_err_errno(err, LM_EIO, "%s: create", b->path);
+    int flags = O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode = keep ? 0644 : 0600;
+    if (direct) return lm_dio_open(&b->io, b->path, flags, mode, err);
+    b->io.path = b->path;
+    b->io.fd = open(b->path, flags, mode);
+    if (b->io.fd < 0) return lm_err_errno(err, LM_EIO, "%s: create", b->path);
     return LM_OK;
-}
-
-/* Wait for the write in flight. One the file system refused or cut short (direct I/O has
- * limits of its own) is written again through the page cache from the buffer, which nothing
- * has touched since. */
-static int bf_wait(bufile *b, lm_err *err)
-{
-    if (!b->inflight) return LM_OK;
-    b->inflight = 0;
-    const struct aiocb *list[1] = {&b->cb};
-    int e;
-    while ((e = aio_error(&b->cb)) == EINPROGRESS) aio_suspend(list, 1, NULL);
-    ssize_t w = aio_return(&b->cb);
-    size_t n = b->cb.aio_nbytes;
-    if (e == 0 && w == (ssize_t)n) return LM_OK;
-    size_t done = e == 0 && w > 0 ? (size_t)w : 0;
-    b->direct = 0;
-    int fl = fcntl(b->fd, F_GETFL);
-#ifdef O_DIRECT
-    if (fl != -1) fcntl(b->fd, F_SETFL, fl & ~O_DIRECT);
-#endif
-    return lm_pwrite_all(b->fd, (const char *)b->cb.aio_buf + done, n - done,
-                         (uint64_t)b->cb.aio_offset + done, b->path, err);
 }
 
 /* Start writing the filled buffer's whole blocks and switch buffers; the rest (under a block)
  * moves to the front of the other buffer. */
 static int bf_flush_direct(bufile *b, lm_err *err)
 {
-    size_t n = b->n & ~(size_t)(DIRECT_ALIGN - 1);
+    size_t n = b->n & ~(size_t)(LM_DIO_ALIGN - 1);
     if (!n) return LM_OK;
-    int rc = bf_wait(b, err);
+    int rc = lm_dio_write(&b->io, b->buf, n, b->off, err);
     if (rc) return rc;
     char *next = b->bufs[b->cur ^ 1];
-    memset(&b->cb, 0, sizeof b->cb);
-    b->cb.aio_fildes = b->fd;
-    b->cb.aio_buf = b->buf;
-    b->cb.aio_nbytes = n;
-    b->cb.aio_offset = (off_t)b->off;
-    if (!b->direct || aio_write(&b->cb) != 0) {
-        rc = lm_pwrite_all(b->fd, b->buf, n, b->off, b->path, err);
-        if (rc) return rc;
-    } else {
-        b->inflight = 1;
-    }
     memcpy(next, b->buf + n, b->n - n);
     b->cur ^= 1;
     b->buf = next;
@@ -114,22 +66,14 @@ static int bf_flush_direct(bufile *b, lm_err *err)
     return LM_OK;
 }
 
-/* Write out the whole buffer (in direct mode: wait for the last write first, then leave
- * direct mode, since the tail is not a whole block). Writes go at b->off: asynchronous writes
- * do not move the file position. */
+/* Write out the whole buffer (after the write in flight, and out of direct mode, since the
+ * tail is not a whole block). Writes go at b->off: asynchronous writes do not move the file
+ * position. */
 static int bf_flush(bufile *b, lm_err *err)
 {
-    int rc = bf_wait(b, err);
-    if (rc) return rc;
-#ifdef O_DIRECT
-    if (b->direct) {
-        int fl = fcntl(b->fd, F_GETFL);
-        if (fl != -1) fcntl(b->fd, F_SETFL, fl & ~O_DIRECT);
-        b->direct = 0;
-    }
-#endif
-    if (!b->n) return LM_OK;
-    rc = lm_pwrite_all(b->fd, b->buf, b->n, b->off, b->path, err);
+    int rc = lm_dio_buffered(&b->io, err);
+    if (rc || !b->n) return rc;
+    rc = lm_pwrite_all(b->io.fd, b->buf, b->n, b->off, b->path, err);
     b->off += b->n;
     b->n = 0;
     return rc;
@@ -158,9 +102,7 @@ static uint64_t bf_size(const bufile *b)
 
 static void bf_close(bufile *b, int remove)
 {
-    lm_err ignored = {0};
-    bf_wait(b, &ignored); /* the buffer must outlive a write in flight (after an error) */
-    if (b->fd >= 0) close(b->fd);
+    lm_dio_close(&b->io); /* waits: the buffer must outlive a write in flight (after an error) */
     if (remove && b->path) unlink(b->path);
     free(b->path);
     free(b->bufs[0]);
@@ -174,7 +116,7 @@ int lm_dswriter_open(lm_dswriter **out, const char *dir, uint32_t nmeta, uint32_
     *out = NULL;
     lm_dswriter *w = calloc(1, sizeof *w);
     if (!w) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    w->main.fd = w->tasks.fd = w->keys.fd = -1;
+    w->main.io.fd = w->tasks.io.fd = w->keys.io.fd = -1;
     int rc = bf_open(&w->main, dir, LM_DS_FILE, 1, 1, err);
     if (!rc) rc = bf_open(&w->tasks, dir, "tasks.scratch", 0, 0, err);
     if (!rc) rc = bf_open(&w->keys, dir, "keys.scratch", 0, 0, err);
@@ -193,7 +135,7 @@ int lm_dswriter_open(lm_dswriter **out, const char *dir, uint32_t nmeta, uint32_
     w->h.rows_off = LM_DS_HEADER_BYTES;
     /* The header is written last; reserve its space. */
     w->main.off = LM_DS_HEADER_BYTES;
-    if (lseek(w->main.fd, LM_DS_HEADER_BYTES, SEEK_SET) < 0) {
+    if (lseek(w->main.io.fd, LM_DS_HEADER_BYTES, SEEK_SET) < 0) {
         rc = lm_err_errno(err, LM_EIO, "%s: seek", w->main.path);
         lm_dswriter_free(w);
         return rc;
@@ -238,11 +180,11 @@ static int append_file(lm_dswriter *w, bufile *src, lm_err *err)
 {
     int rc = bf_flush(src, err);
     if (rc) return rc;
-    if (lseek(src->fd, 0, SEEK_SET) < 0) return lm_err_errno(err, LM_EIO, "%s: seek", src->path);
+    if (lseek(src->io.fd, 0, SEEK_SET) < 0) return lm_err_errno(err, LM_EIO, "%s: seek", src->path);
     char *tmp = malloc(WBUF);
     if (!tmp) return lm_err_set(err, LM_ENOMEM, "out of memory");
     for (;;) {
-        ssize_t got = read(src->fd, tmp, WBUF);
+        ssize_t got = read(src->io.fd, tmp, WBUF);
         if (got < 0) {
             if (errno == EINTR) continue;
             rc = lm_err_errno(err, LM_EIO, "%s: read", src->path);
@@ -281,8 +223,8 @@ int lm_dswriter_finish(lm_dswriter *w, const char *schema_json, const char *info
     memcpy(hdr, &w->h, sizeof w->h);
     w->h.header_checksum = lm_hash64(hdr, sizeof hdr, 0);
     memcpy(hdr, &w->h, sizeof w->h);
-    rc = lm_pwrite_all(w->main.fd, hdr, sizeof hdr, 0, w->main.path, err);
-    if (!rc && fsync(w->main.fd) != 0) rc = lm_err_errno(err, LM_EIO, "%s: fsync", w->main.path);
+    rc = lm_pwrite_all(w->main.io.fd, hdr, sizeof hdr, 0, w->main.path, err);
+    if (!rc && fsync(w->main.io.fd) != 0) rc = lm_err_errno(err, LM_EIO, "%s: fsync", w->main.path);
     if (!rc) w->finished = 1;
     return rc;
 }

@@ -1914,7 +1914,10 @@ static void test_shared_tmp_dir(void)
         sbuf b = {0};
         sb_printf(&b, "user_id,ts,clicked,x\n");
         uint64_t st = 100 + (uint64_t)k;
-        for (int i = 0; i < 150000; i++)
+        /* Enough rows for a dataset over 4 MiB, so the parent's prepares start an asynchronous
+         * write before the fork: with glibc's POSIX AIO (helper threads a child does not get)
+         * the children's prepares then waited forever. */
+        for (int i = 0; i < 250000; i++)
             sb_printf(&b, "%u,%u,%d,%d\n", (unsigned)(lcg(&st) % 3000), (unsigned)(lcg(&st) % 500),
                       (i + k) & 1, i);
         char name[32];
@@ -1949,6 +1952,7 @@ static void test_shared_tmp_dir(void)
     for (int k = 0; k < 2 && !rc; k++) {
         pid[k] = fork();
         if (pid[k] == 0) {
+            alarm(120); /* a hang fails the case instead of the whole run */
             const char *in[] = {logs[k]};
             lm_err e2 = {0};
             int r = lm_prepare(s, in, 1, conc[k], &o, &sum, &e2);
