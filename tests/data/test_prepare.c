@@ -1613,6 +1613,47 @@ static void test_parse_f32(void)
     }
 #undef RND
     CHECK(checked > 1000000, "only %ld values took the fast path (%ld sent back)", checked, sent_back);
+    /* text the fast path must refuse, and edge cases it must take exactly */
+    static const char *const refuse[] = {"",
+                                         "-",
+                                         ".",
+                                         "-.",
+                                         "1..2",
+                                         "1.2.",
+                                         "1e5",
+                                         "+1",
+                                         "--1",
+                                         "1-",
+                                         " 1",
+                                         "1 ",
+                                         "0x10",
+                                         "nan",
+                                         "1,5",
+                                         "12345678901234567",
+                                         "1234567890123456",
+                                         "1.2345678901234567"};
+    for (size_t i = 0; i < sizeof refuse / sizeof refuse[0]; i++) {
+        float x = 0;
+        CHECK(!lm_parse_f32_fast(refuse[i], strlen(refuse[i]), &x), "\"%s\" taken as %g", refuse[i],
+              (double)x);
+    }
+    static const char *const take[] = {"0",
+                                       "-0",
+                                       "5.",
+                                       ".5",
+                                       "-.25",
+                                       "123456789012345",
+                                       "1.23456789012345",
+                                       "99999999.9999999",
+                                       "0.00000000000001"};
+    for (size_t i = 0; i < sizeof take / sizeof take[0]; i++) {
+        float x = 0;
+        double d = 0;
+        CHECK(lm_parse_f32_fast(take[i], strlen(take[i]), &x) &&
+                  lm_parse_f64(take[i], strlen(take[i]), &d) == LM_NUM_OK && x == (float)d &&
+                  !signbit(x) == !signbit(d),
+              "\"%s\": %g, want %g", take[i], (double)x, d);
+    }
     end();
 }
 
