@@ -1,12 +1,13 @@
 /* dio.h: large sequential file transfers that bypass the page cache (O_DIRECT where the file
  * system allows it), one asynchronous transfer in flight while the caller works on another
- * buffer. Used for the dataset file and for the sort runs of `prepare`.
+ * buffer. Used for the dataset file that `prepare` writes (dswrite.c).
  *
  * Why: on the virtual machines of docs/BENCHMARKS.md, a page-cache page the guest has not
- * touched recently costs about 1.3 s per GB to bring in (the host backs it), and prepare
- * writes about twice its input in runs and dataset; through the page cache each of those
- * bytes also cost a copy. Direct transfers move the bytes by DMA from and to buffers the
- * process already holds, and wait on the device instead of the CPU.
+ * touched recently costs about 1.3 s per GB to bring in (the host backs it), and prepare writes
+ * about as many bytes of dataset as it reads of log, which must reach the disk anyway (fsync).
+ * Direct transfers move the bytes by DMA from buffers the process already holds and wait on the
+ * device instead of the CPU. Not for data read back soon: the sort runs stay in the page cache
+ * (direct runs made the merge wait on the disk; docs/BENCHMARKS.md, "prepare").
  *
  * Buffers, offsets and lengths of direct transfers must be multiples of LM_DIO_ALIGN. Where
  * the file system refuses a direct transfer, it is done again through the page cache (same
