@@ -1,17 +1,29 @@
 /* csv.c: a streaming reader for delimited logs. Hand-written rather than a library because
  * it is the hot loop of `limaml prepare` (millions of rows a second) and must report the line
  * and column of every mistake; it follows RFC 4180 quoting (quoted fields may hold the
- * delimiter, doubled quotes and newlines). */
+ * delimiter, doubled quotes and newlines).
+ *
+ * A regular file is mapped (private, so quoted fields can still be unescaped in place) rather
+ * than read: read() copied every byte of the log once more, a tenth of `prepare`'s kernel time.
+ * The pages behind the reader are unmapped every CSV_RELEASE bytes, so the resident set does
+ * not grow with the file. Pipes and other streams are read in chunks. The price of the map: a
+ * file truncated by someone else while it is read ends the process with SIGBUS. */
 #include "data/csv.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define CSV_CHUNK (4u << 20)       /* bytes read at a time */
-#define CSV_MAX_RECORD (64u << 20) /* longest record accepted */
+#define CSV_MAX_RECORD (64u << 20) /* longest record accepted (read, not mapped) */
+#define CSV_RELEASE (16u << 20)    /* mapped bytes behind the reader given back at a time */
 
 struct lm_csv {
     int fd;
@@ -19,6 +31,8 @@ struct lm_csv {
     char delim;
     char *buf;
     size_t cap, beg, end; /* unread bytes are buf[beg, end) */
+    size_t released;      /* mapped: bytes of buf already unmapped */
+    int mapped;           /* buf is the whole file, mapped (end = its size, eof = 1) */
     int eof;
     uint64_t line;     /* line of the next unread byte */
     uint64_t rec_line; /* line where the last record started */
@@ -40,8 +54,21 @@ int lm_csv_open(lm_csv **out, const char *path, char delim, lm_err *err)
     posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
     r->path = lm_strdup(path);
-    r->cap = CSV_CHUNK * 2;
-    r->buf = malloc(r->cap + 1);
+    struct stat st;
+    if (fstat(r->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        (uint64_t)st.st_size < (uint64_t)SIZE_MAX / 2) {
+        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, r->fd, 0);
+        if (m != MAP_FAILED) {
+            madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+            r->buf = m;
+            r->cap = r->end = (size_t)st.st_size;
+            r->eof = r->mapped = 1;
+        }
+    }
+    if (!r->mapped) {
+        r->cap = CSV_CHUNK * 2;
+        r->buf = malloc(r->cap + 1);
+    }
     if (!r->path || !r->buf) {
         lm_csv_close(r);
         return lm_err_set(err, LM_ENOMEM, "out of memory");
@@ -57,7 +84,10 @@ void lm_csv_close(lm_csv *r)
     if (!r) return;
     if (r->fd >= 0) close(r->fd);
     free(r->path);
-    free(r->buf);
+    if (r->mapped)
+        munmap(r->buf, r->cap);
+    else
+        free(r->buf);
     free(r);
 }
 
@@ -189,8 +219,63 @@ static void split_quoted(char *s, size_t len, char delim, lm_field *f, size_t ma
     *n = k;
 }
 
+#ifdef __SSE2__
+/* The common record, split in one pass: no quotes, its newline inside the bytes read, more
+ * than one byte long. Sixteen bytes at a time give bit masks of newlines, quotes and
+ * delimiters; the delimiters before the newline are the field ends. This is the hot loop of
+ * `prepare` (the byte loop plus two memchr passes over each line took a tenth of its time).
+ * Returns 0, having changed nothing, for any other record: the general path below takes it. */
+static int next_simple(lm_csv *r, lm_field *f, size_t max, size_t *n)
+{
+    const char *s = r->buf + r->beg, *e = r->buf + r->end, *p = s, *a = s;
+    const __m128i vnl = _mm_set1_epi8('\n'), vq = _mm_set1_epi8('"'), vd = _mm_set1_epi8(r->delim);
+    size_t k = 0;
+    for (; p + 16 <= e; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        unsigned mnl = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, vnl));
+        unsigned mq = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, vq));
+        unsigned md = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, vd));
+        unsigned before = mnl ? (mnl & (0u - mnl)) - 1 : 0xffffu; /* bits before the newline */
+        if (mq & before) return 0;
+        for (md &= before; md; md &= md - 1) {
+            const char *d = p + __builtin_ctz(md);
+            if (k < max) f[k] = (lm_field){a, (uint32_t)(d - a)};
+            k++;
+            a = d + 1;
+        }
+        if (!mnl) continue;
+        const char *nl = p + __builtin_ctz(mnl), *end = nl;
+        if (nl - s <= 1) return 0; /* blank line, or "\r" alone */
+        if (end[-1] == '\r') end--;
+        if (a > end) return 0; /* a delimiter of "\r" */
+        if (k < max) f[k] = (lm_field){a, (uint32_t)(end - a)};
+        *n = k + 1;
+        size_t used = (size_t)(nl + 1 - s);
+        r->rec_line = r->line++;
+        r->beg += used;
+        r->consumed += used;
+        return 1;
+    }
+    return 0;
+}
+#endif
+
+/* Unmap what lies behind the reader (the last record's fields are no longer valid). */
+static void release_behind(lm_csv *r)
+{
+    static size_t page;
+    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t upto = r->beg / page * page;
+    madvise(r->buf + r->released, upto - r->released, MADV_DONTNEED);
+    r->released = upto;
+}
+
 int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
 {
+    if (r->mapped && r->beg - r->released >= CSV_RELEASE) release_behind(r);
+#ifdef __SSE2__
+    if (next_simple(r, f, max, n)) return 1;
+#endif
     for (;;) {
         char *s = r->buf + r->beg;
         size_t avail = r->end - r->beg;

@@ -355,9 +355,14 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
         }
         const lm_field *v = &f[p->feat_col[i]];
         if (i < p->nf) {
+            float x;
+            if (lm_parse_f32_fast(v->p, v->len, &x)) {
+                memcpy(&cells[i], &x, 4);
+                continue;
+            }
             double d;
             r = lm_parse_f64_fast(v->p, v->len, &d) ? LM_NUM_OK : lm_parse_f64(v->p, v->len, &d);
-            float x = (float)d;
+            x = (float)d;
             if (!r && !isfinite(x)) r = LM_NUM_NONFINITE;
             if (r)
                 return bad_row(p, file, line, p->feat_col[i] + 1, "column '%s': %s: \"%.*s\"",

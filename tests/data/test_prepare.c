@@ -10,6 +10,7 @@
  * it). Exit status 1 on any failure; the last line is "N passed, M failed". */
 #include "lm_testfs.h"
 #include "core/core.h"
+#include "data/csv.h"
 #include "data/dsfile.h"
 
 #include <dirent.h>
@@ -1493,6 +1494,169 @@ static void test_multiple_inputs(void)
     end();
 }
 
+/* The CSV reader on random records against the fields they were made from: short and long
+ * lines (the reader splits unquoted lines sixteen bytes at a time and falls back to a byte
+ * loop near the end of its buffer), empty fields, CRLF, blank lines, quoted fields holding
+ * delimiters, quotes and newlines at any position, and a last line with no newline. */
+static void test_csv_reader(void)
+{
+    begin("csv reader: random records against their fields");
+    char *dir = case_dir("csv_reader");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/r.csv", dir);
+    enum { NREC = 3000, MAXF = 12, MAXL = 40 };
+    static char want[NREC][MAXF][MAXL + 1];
+    static int nf[NREC];
+    uint64_t rng = 12345;
+#define RND() (rng = rng * 6364136223846793005ull + 1442695040888963407ull, (unsigned)(rng >> 33))
+    FILE *out = fopen(path, "w");
+    CHECK(out != NULL, "cannot write %s", path);
+    if (!out) return;
+    for (int r = 0; r < NREC; r++) {
+        if (RND() % 10 == 0) fputs(RND() % 2 ? "\n" : "\r\n", out); /* blank line */
+        nf[r] = 1 + (int)(RND() % MAXF);
+        for (int k = 0; k < nf[r]; k++) {
+            unsigned cap = RND() % 4 ? 8 : MAXL + 1;
+            int len = (int)(RND() % cap), quoted = RND() % 25 == 0;
+            for (int i = 0; i < len; i++) {
+                static const char plain[] = "abcxyz0123456789.-", special[] = ",\"\n";
+                want[r][k][i] = quoted && RND() % 4 == 0 ? special[RND() % 3] : plain[RND() % 18];
+            }
+            want[r][k][len] = 0;
+            /* a record of one empty field would be a blank line, which the reader skips */
+            if (nf[r] == 1 && len == 0) want[r][k][0] = 'a', want[r][k][1] = 0, len = 1;
+            if (k) fputc(',', out);
+            if (!quoted) {
+                fputs(want[r][k], out);
+                continue;
+            }
+            fputc('"', out);
+            for (int i = 0; i < len; i++) {
+                if (want[r][k][i] == '"') fputc('"', out);
+                fputc(want[r][k][i], out);
+            }
+            fputc('"', out);
+        }
+        if (r + 1 < NREC) fputs(RND() % 3 ? "\n" : "\r\n", out);
+    }
+    CHECK(fclose(out) == 0, "write %s", path);
+#undef RND
+    lm_err err = {0};
+    lm_csv *rd = NULL;
+    CHECK(lm_csv_open(&rd, path, ',', &err) == LM_OK, "%s", err.msg);
+    lm_field f[MAXF + 2];
+    int r = 0;
+    for (; rd && g_case_fails < 5; r++) {
+        size_t n = 0;
+        int got = lm_csv_next(rd, f, MAXF + 1, &n, &err);
+        CHECK(got >= 0, "record %d: %s", r, err.msg);
+        if (got <= 0) break;
+        CHECK(r < NREC, "more records than written");
+        if (r >= NREC) break;
+        CHECK((int)n == nf[r], "record %d: %zu fields, want %d", r, n, nf[r]);
+        for (int k = 0; k < nf[r] && k < (int)n; k++)
+            CHECK(f[k].len == strlen(want[r][k]) && !memcmp(f[k].p, want[r][k], f[k].len),
+                  "record %d field %d: \"%.*s\", want \"%s\"", r, k, (int)f[k].len, f[k].p, want[r][k]);
+    }
+    CHECK(r == NREC, "read %d records, want %d", r, NREC);
+    lm_csv_close(rd);
+    free(dir);
+    end();
+}
+
+/* The float fast path of the feature parser against (float) of the correctly rounded double:
+ * random decimals of every length and dot position, and decimals printed next to float
+ * rounding midpoints, where multiplying by 10^-k instead of dividing by 10^k could round to
+ * the other float if the fast path did not send them back. */
+static void test_parse_f32(void)
+{
+    begin("numbers: the float fast path equals (float) of the double parse");
+    uint64_t rng = 777;
+#define RND() (rng = rng * 6364136223846793005ull + 1442695040888963407ull, rng >> 11)
+    long checked = 0, sent_back = 0, bad = 0;
+    char txt[64];
+    for (long i = 0; i < 3000000 && bad < 5; i++) {
+        int len;
+        if (i % 2) {
+            /* a midpoint between two floats, printed to 1..15 digits after the dot */
+            uint32_t u = (uint32_t)(RND() % 0x7f000000u);
+            float a;
+            memcpy(&a, &u, 4);
+            if (!(a >= 1e-6f && a < 1e9f)) continue;
+            double mid = ((double)a + (double)nextafterf(a, INFINITY)) / 2;
+            const char *sign = RND() % 2 ? "-" : "";
+            int places = (int)(1 + RND() % 15);
+            len = snprintf(txt, sizeof txt, "%s%.*f", sign, places, mid);
+        } else {
+            int digits = 1 + (int)(RND() % 15), dot = (int)(RND() % (digits + 1));
+            len = 0;
+            if (RND() % 2) txt[len++] = '-';
+            for (int k = 0; k < digits; k++) {
+                if (k == dot && k) txt[len++] = '.';
+                txt[len++] = (char)('0' + RND() % 10);
+            }
+            txt[len] = 0;
+        }
+        float fast;
+        double d;
+        if (!lm_parse_f32_fast(txt, (size_t)len, &fast)) {
+            sent_back++;
+            continue;
+        }
+        checked++;
+        CHECK(lm_parse_f64(txt, (size_t)len, &d) == LM_NUM_OK, "%s does not parse", txt);
+        float want = (float)d;
+        if (memcmp(&fast, &want, 4)) {
+            bad++;
+            CHECK(0, "\"%s\": fast %a, want %a", txt, (double)fast, (double)want);
+        }
+    }
+#undef RND
+    CHECK(checked > 1000000, "only %ld values took the fast path (%ld sent back)", checked, sent_back);
+    /* text the fast path must refuse, and edge cases it must take exactly */
+    static const char *const refuse[] = {"",
+                                         "-",
+                                         ".",
+                                         "-.",
+                                         "1..2",
+                                         "1.2.",
+                                         "1e5",
+                                         "+1",
+                                         "--1",
+                                         "1-",
+                                         " 1",
+                                         "1 ",
+                                         "0x10",
+                                         "nan",
+                                         "1,5",
+                                         "12345678901234567",
+                                         "1234567890123456",
+                                         "1.2345678901234567"};
+    for (size_t i = 0; i < sizeof refuse / sizeof refuse[0]; i++) {
+        float x = 0;
+        CHECK(!lm_parse_f32_fast(refuse[i], strlen(refuse[i]), &x), "\"%s\" taken as %g", refuse[i],
+              (double)x);
+    }
+    static const char *const take[] = {"0",
+                                       "-0",
+                                       "5.",
+                                       ".5",
+                                       "-.25",
+                                       "123456789012345",
+                                       "1.23456789012345",
+                                       "99999999.9999999",
+                                       "0.00000000000001"};
+    for (size_t i = 0; i < sizeof take / sizeof take[0]; i++) {
+        float x = 0;
+        double d = 0;
+        CHECK(lm_parse_f32_fast(take[i], strlen(take[i]), &x) &&
+                  lm_parse_f64(take[i], strlen(take[i]), &d) == LM_NUM_OK && x == (float)d &&
+                  !signbit(x) == !signbit(d),
+              "\"%s\": %g, want %g", take[i], (double)x, d);
+    }
+    end();
+}
+
 static void test_formats(void)
 {
     const char *names[] = {"log.csv"};
@@ -1791,7 +1955,10 @@ static void test_shared_tmp_dir(void)
         sbuf b = {0};
         sb_printf(&b, "user_id,ts,clicked,x\n");
         uint64_t st = 100 + (uint64_t)k;
-        for (int i = 0; i < 150000; i++)
+        /* Enough rows for a dataset over 4 MiB, so the parent's prepares start an asynchronous
+         * write before the fork: with glibc's POSIX AIO (helper threads a child does not get)
+         * the children's prepares then waited forever. */
+        for (int i = 0; i < 250000; i++)
             sb_printf(&b, "%u,%u,%d,%d\n", (unsigned)(lcg(&st) % 3000), (unsigned)(lcg(&st) % 500),
                       (i + k) & 1, i);
         char name[32];
@@ -1826,6 +1993,7 @@ static void test_shared_tmp_dir(void)
     for (int k = 0; k < 2 && !rc; k++) {
         pid[k] = fork();
         if (pid[k] == 0) {
+            alarm(120); /* a hang fails the case instead of the whole run */
             const char *in[] = {logs[k]};
             lm_err e2 = {0};
             int r = lm_prepare(s, in, 1, conc[k], &o, &sum, &e2);
@@ -2335,6 +2503,8 @@ int main(void)
     test_window_days();
     test_join();
     test_multiple_inputs();
+    test_csv_reader();
+    test_parse_f32();
     test_formats();
     test_spilled_runs();
     test_shared_tmp_dir();
