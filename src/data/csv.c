@@ -1,29 +1,20 @@
 /* csv.c: a streaming reader for delimited logs. Hand-written rather than a library because
  * it is the hot loop of `limaml prepare` (millions of rows a second) and must report the line
  * and column of every mistake; it follows RFC 4180 quoting (quoted fields may hold the
- * delimiter, doubled quotes and newlines).
- *
- * A regular file is mapped (private, so quoted fields can still be unescaped in place) rather
- * than read: read() copied every byte of the log once more, a tenth of `prepare`'s kernel time.
- * The pages behind the reader are unmapped every CSV_RELEASE bytes, so the resident set does
- * not grow with the file. Pipes and other streams are read in chunks. The price of the map: a
- * file truncated by someone else while it is read ends the process with SIGBUS. */
+ * delimiter, doubled quotes and newlines). */
 #include "data/csv.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
 #define CSV_CHUNK (4u << 20)       /* bytes read at a time */
-#define CSV_MAX_RECORD (64u << 20) /* longest record accepted (read, not mapped) */
-#define CSV_RELEASE (16u << 20)    /* mapped bytes behind the reader given back at a time */
+#define CSV_MAX_RECORD (64u << 20) /* longest record accepted */
 
 struct lm_csv {
     int fd;
@@ -31,8 +22,6 @@ struct lm_csv {
     char delim;
     char *buf;
     size_t cap, beg, end; /* unread bytes are buf[beg, end) */
-    size_t released;      /* mapped: bytes of buf already unmapped */
-    int mapped;           /* buf is the whole file, mapped (end = its size, eof = 1) */
     int eof;
     uint64_t line;     /* line of the next unread byte */
     uint64_t rec_line; /* line where the last record started */
@@ -54,21 +43,8 @@ int lm_csv_open(lm_csv **out, const char *path, char delim, lm_err *err)
     posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
     r->path = lm_strdup(path);
-    struct stat st;
-    if (fstat(r->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
-        (uint64_t)st.st_size < (uint64_t)SIZE_MAX / 2) {
-        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, r->fd, 0);
-        if (m != MAP_FAILED) {
-            madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
-            r->buf = m;
-            r->cap = r->end = (size_t)st.st_size;
-            r->eof = r->mapped = 1;
-        }
-    }
-    if (!r->mapped) {
-        r->cap = CSV_CHUNK * 2;
-        r->buf = malloc(r->cap + 1);
-    }
+    r->cap = CSV_CHUNK * 2;
+    r->buf = malloc(r->cap + 1);
     if (!r->path || !r->buf) {
         lm_csv_close(r);
         return lm_err_set(err, LM_ENOMEM, "out of memory");
@@ -84,10 +60,7 @@ void lm_csv_close(lm_csv *r)
     if (!r) return;
     if (r->fd >= 0) close(r->fd);
     free(r->path);
-    if (r->mapped)
-        munmap(r->buf, r->cap);
-    else
-        free(r->buf);
+    free(r->buf);
     free(r);
 }
 
@@ -260,19 +233,8 @@ static int next_simple(lm_csv *r, lm_field *f, size_t max, size_t *n)
 }
 #endif
 
-/* Unmap what lies behind the reader (the last record's fields are no longer valid). */
-static void release_behind(lm_csv *r)
-{
-    static size_t page;
-    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t upto = r->beg / page * page;
-    madvise(r->buf + r->released, upto - r->released, MADV_DONTNEED);
-    r->released = upto;
-}
-
 int lm_csv_next(lm_csv *r, lm_field *f, size_t max, size_t *n, lm_err *err)
 {
-    if (r->mapped && r->beg - r->released >= CSV_RELEASE) release_behind(r);
 #ifdef __SSE2__
     if (next_simple(r, f, max, n)) return 1;
 #endif
