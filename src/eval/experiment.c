@@ -108,6 +108,8 @@ static const arm_def ARMS[LM_XP_NARMS] = {
      LM_XP_DATA_PROTOCOL},
     {"limaml_id", "LiMAML (id-embedding meta block)", LM_TRAIN_LIMAML, "id:16", 0, 0, LM_XP_TABLE4, 0,
      LM_XP_DATA_PROTOCOL},
+    {"limaml_id_sw", "LiMAML (id-embedding meta block) + support loss", LM_TRAIN_LIMAML, "id:16", 1, 0,
+     LM_XP_TABLE4, 1, LM_XP_DATA_PROTOCOL},
     {"plain_rates", "Plain + item rates", LM_TRAIN_PLAIN, "mlp:32,16", 0, 0, LM_XP_TABLE3, 1,
      LM_XP_DATA_RATES},
     {"limaml_rates", "LiMAML + support loss + E[0] on the logit + item rates", LM_TRAIN_LIMAML, "mlp:32,16",

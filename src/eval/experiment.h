@@ -164,6 +164,7 @@ enum {
     LM_XP_LIMAML_SWL, /* + the meta embedding's first coordinate added to the logit (emb_logit) */
     LM_XP_WIDEDEEP,
     LM_XP_LIMAML_ID,
+    LM_XP_LIMAML_ID_SW, /* Table 4's id-embedding LiMAML with the support loss (an option row) */
     /* MovieLens only, option rows on the dataset with the item's history rate (out of fold)
      * as two more dense features, the history features a practitioner's tree model gets */
     LM_XP_PLAIN_RATES,
@@ -241,7 +242,7 @@ typedef struct lm_xp_pattern {
     int held;
 } lm_xp_pattern;
 
-#define LM_XP_MAX_ROWS (24 + LM_XP_MAX_SWEEP)
+#define LM_XP_MAX_ROWS (32 + LM_XP_MAX_SWEEP)
 #define LM_XP_MAX_PATTERNS 40
 
 typedef struct lm_xp {

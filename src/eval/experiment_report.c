@@ -127,6 +127,7 @@ void lm_xp_build_rows(lm_xp *x)
     if (t4) {
         add_row(x, 4, LM_XP_ROW_ARM, LM_XP_WIDEDEEP, 0, x->arm[LM_XP_WIDEDEEP].label);
         add_row(x, 4, LM_XP_ROW_ARM, LM_XP_LIMAML_ID, 1, x->arm[LM_XP_LIMAML_ID].label);
+        add_row(x, 4, LM_XP_ROW_ARM, LM_XP_LIMAML_ID_SW, 1, x->arm[LM_XP_LIMAML_ID_SW].label);
         add_row(x, 4, LM_XP_ROW_ARM, LM_XP_LIMAML, 1, x->arm[LM_XP_LIMAML].label);
     }
     for (size_t t = 0; t < 7; t++)

@@ -56,7 +56,8 @@ assert t3[0]["algo"] == "floor" and not t3[0]["adapt"], "Table 3 opens with the 
 want3 = {(a, d) for a in ("plain", "maml", "limaml", "limaml_sw", "limaml_swl") for d in (False, True)}
 assert want3 <= {(r["algo"], r["adapt"]) for r in t3}, "Table 3 rows"
 assert all(r["hyperparameters"]["emb_logit"] == (r["algo"] == "limaml_swl") for r in t3 if r["algo"].startswith("limaml")), "emb_logit only in its row"
-assert {("widedeep", False), ("limaml_id", True), ("limaml", True)} == {(r["algo"], r["adapt"]) for r in t4}
+assert {("widedeep", False), ("limaml_id", True), ("limaml_id_sw", True), ("limaml", True)} == {(r["algo"], r["adapt"]) for r in t4}
+assert [r for r in t4 if r["algo"] == "limaml_id_sw"][0]["option_row"] and [r for r in t4 if r["algo"] == "limaml_id_sw"][0]["hyperparameters"]["support_weight"] > 0
 base = [r for r in t3 if r["algo"] == "plain" and not r["adapt"]][0]
 assert abs(base["gain_pct"]["mean"]) < 1e-9, "the baseline's gain is 0"
 for r in rows:
