@@ -363,6 +363,7 @@ typedef struct lm_train_progress {
     int improved; /* the epoch's val AUC is the best so far */
 } lm_train_progress;
 
+#define LM_SUPPORT_WEIGHT_AUTO (-1.0)
 typedef struct lm_train_opts {
     int algo;                 /* LM_TRAIN_... */
     const char *meta_block;   /* "mlp:32,16" (hidden sizes, the last is E) or "id:16" */
@@ -370,7 +371,9 @@ typedef struct lm_train_opts {
     uint32_t inner_steps;     /* n */
     double task_lr;           /* alpha, inner (and adaptation) learning rate */
     int first_order;
-    double support_weight; /* w: outer objective L_q + w L_s (0: the paper's) */
+    double support_weight; /* w: outer objective L_q + w L_s (0: the paper's); LM_SUPPORT_WEIGHT_AUTO
+                            * (the default): 3 for LiMAML, the best servable configuration on
+                            * validation (docs/EXPERIMENTS.md), 0 for MAML */
     uint32_t tasks_per_batch;
     uint32_t epochs;
     double lr;               /* outer Adam rate */

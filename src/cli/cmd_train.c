@@ -49,7 +49,8 @@ int cmd_train(int argc, char **argv)
 {
     const char *data, *out, *algo, *meta_block, *global_block, *decay, *log_path, *ckpt, *engine;
     uint64_t n, tpb, epochs, warmup, seed, threads, patience, stop_after;
-    double task_lr, lr, clip, dropout, sw, idf;
+    double task_lr, lr, clip, dropout, sw = LM_SUPPORT_WEIGHT_AUTO, idf;
+    const char *sw_s = NULL;
     int first_order, scale, resume, quiet, emb_logit;
     cli_opt opts[] = {
         {"data", CLI_STR, &data, "DIR", NULL, 1, "dataset folder (limaml prepare)"},
@@ -62,8 +63,9 @@ int cmd_train(int argc, char **argv)
         {"inner-steps", CLI_U64, &n, "N", "1", 0, "inner SGD steps on the support set (limaml, maml)"},
         {"task-lr", CLI_F64, &task_lr, "A", "0.1", 0, "inner and adaptation learning rate alpha"},
         {"first-order", CLI_FLAG, &first_order, NULL, NULL, 0, "drop the second-order terms"},
-        {"support-weight", CLI_F64, &sw, "W", "3", 0,
-         "add W times the adapted support loss to the outer objective (0: the paper's Algorithm 2a)"},
+        {"support-weight", CLI_STR, &sw_s, "W", "auto", 0,
+         "add W times the adapted support loss to the outer objective; auto: 3 for limaml, 0 for maml "
+         "(0: the paper's algorithms)"},
         {"emb-logit", CLI_FLAG, &emb_logit, NULL, NULL, 0,
          "also add the meta embedding's first coordinate E[0] to the logit (a per-task shift)"},
         {"tasks-per-batch", CLI_U64, &tpb, "N", "32", 0, "tasks per outer update"},
@@ -127,6 +129,13 @@ int cmd_train(int argc, char **argv)
     if (epochs < 1 || epochs > 100000) return cli_usage_error(&cmd, "--epochs must be in [1, 100000]");
     if (threads > 1024) return cli_usage_error(&cmd, "--threads must be at most 1024");
     if (resume && !ckpt) return cli_usage_error(&cmd, "--resume needs --checkpoint FILE");
+    if (strcmp(sw_s, "auto") != 0) {
+        char *end;
+        sw = strtod(sw_s, &end);
+        if (!*sw_s || *end || !(sw >= 0) || sw > 1e6)
+            return cli_usage_error(&cmd, "--support-weight must be auto or a number in [0, 1e6], not '%s'",
+                                   sw_s);
+    }
     o.meta_block = meta_block;
     o.global_block = global_block;
     o.inner_steps = (uint32_t)n;

@@ -24,8 +24,7 @@ void lm_train_opts_default(lm_train_opts *o)
     o->global_block = "mlp:64,32";
     o->inner_steps = 1;
     o->task_lr = 0.1;
-    o->support_weight =
-        3; /* the best servable configuration on validation (docs/EXPERIMENTS.md); 0: Algorithm 2a */
+    o->support_weight = LM_SUPPORT_WEIGHT_AUTO;
     o->tasks_per_batch = 32;
     o->epochs = 10;
     o->lr = 1e-3;
@@ -226,11 +225,19 @@ static char *train_json(const lm_train_opts *o, const lm_train_report *r, int th
     return out;
 }
 
-int lm_train(const lm_dataset *ds, const lm_train_opts *o, lm_model **out, lm_train_report *rep, lm_err *err)
+int lm_train(const lm_dataset *ds, const lm_train_opts *opts, lm_model **out, lm_train_report *rep,
+             lm_err *err)
 {
     double t0 = lm_now();
     *out = NULL;
     memset(rep, 0, sizeof *rep);
+    /* The support term's default depends on the algorithm: LiMAML's best servable configuration
+     * on validation has it (w = 3: Algorithm 2a supervises the global block on the query sets
+     * alone); MAML is the paper's Algorithm 1. */
+    lm_train_opts resolved = *opts;
+    if (resolved.support_weight == LM_SUPPORT_WEIGHT_AUTO)
+        resolved.support_weight = resolved.algo == LM_TRAIN_LIMAML ? 3.0 : 0.0;
+    const lm_train_opts *o = &resolved;
     int rc = check_opts(o, err);
     if (rc) return rc;
     const lm_schema *schema = lm_dataset_schema(ds);

@@ -36,6 +36,17 @@ for f in auc slices lt25 ge25 warm new logloss examples; do
     check "eval JSON has $f" grep -q "\"$f\"" "$TMP/.out"
 done
 
+# --support-weight auto (the default): 3 for LiMAML (the best servable configuration on
+# validation), 0 for MAML (the paper's Algorithm 1); a number overrides it; a bad one is a usage error.
+check "default support weight: limaml 3" grep -q 'support_weight\\":3[,}]' "$TMP/limaml.st"
+check "default support weight: maml 0" grep -q 'support_weight\\":0[,}]' "$TMP/maml.st"
+run "$BIN" train "${common[@]}" --algo limaml --epochs 1 --support-weight 0 --out "$TMP/sw0.st"
+check "--support-weight 0 (Algorithm 2a) is recorded" grep -q 'support_weight\\":0[,}]' "$TMP/sw0.st"
+run "$BIN" train "${common[@]}" --algo limaml --support-weight x1 --out "$TMP/swx.st"
+check "--support-weight x1 is a usage error (exit 2)" test "$rc" -eq 2
+run "$BIN" train "${common[@]}" --algo limaml --support-weight -1 --out "$TMP/swx.st"
+check "--support-weight -1 is a usage error (exit 2)" test "$rc" -eq 2
+
 # The fast engine and the per-task reference follow the same trajectory (to float rounding).
 run "$BIN" train "${common[@]}" --algo limaml --engine reference --out "$TMP/ref.st"
 check "train --engine reference" test "$rc" -eq 0
