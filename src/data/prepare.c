@@ -328,14 +328,15 @@ static int add_row(prep *p, const char *file, uint64_t line, const lm_field *f, 
         }
     }
     lm_rec *rec;
-    int rc = lm_sorter_reserve(p->sorter, lm_rec_len((uint32_t)klen, p->payload), &rec, p->err);
+    int has_tie = p->tie_col != UINT32_MAX;
+    int rc = lm_sorter_reserve(p->sorter, lm_rec_len((uint32_t)klen, p->payload, has_tie), &rec, p->err);
     if (rc) return rc;
     rec->hash = lm_hash64(p->key, klen, 0);
     rec->time = tm;
-    rec->tie = tie;
+    rec->has_tie = (uint8_t)has_tie;
+    if (has_tie) memcpy((char *)rec + sizeof(lm_rec), &tie, sizeof tie);
     rec->keylen = (uint16_t)klen;
     rec->split = (uint8_t)split;
-    rec->pad = 0;
     memcpy((char *)LM_REC_KEY(rec), p->key, klen);
     char *pay = (char *)LM_REC_PAYLOAD(rec);
     float fl = (float)lab;

@@ -115,7 +115,8 @@ static int cmp_rec(const lm_rec *a, const lm_rec *b)
     int c = memcmp(LM_REC_KEY(a), LM_REC_KEY(b), a->keylen);
     if (c) return c;
     if (a->time != b->time) return a->time < b->time ? -1 : 1;
-    if (a->tie != b->tie) return a->tie < b->tie ? -1 : 1;
+    double ta = lm_rec_tie(a), tb = lm_rec_tie(b);
+    if (ta != tb) return ta < tb ? -1 : 1;
     return 0;
 }
 
@@ -291,7 +292,7 @@ int lm_sorter_reserve(lm_sorter *s, uint32_t len, lm_rec **rec, lm_err *err)
 void lm_sorter_commit(lm_sorter *s)
 {
     lm_rec *r = (lm_rec *)(s->buf + s->used);
-    s->ents[s->nents++] = (entry){r->hash, r->time, r->tie, s->used};
+    s->ents[s->nents++] = (entry){r->hash, r->time, lm_rec_tie(r), s->used};
     s->used += r->len;
     if ((s->nents & 1023) == 0) { /* tell the prefault thread, now and then */
         atomic_store_explicit(&s->pf.used[0], s->used, memory_order_relaxed);

@@ -6,23 +6,32 @@
 
 #include "core/core.h"
 
-/* A record as it travels through the sort. The task key follows the header, padded to 8
- * bytes, then `payload` bytes (label, features, ids). */
+#include <string.h>
+
+/* A record as it travels through the sort: this header; the tiebreak value (a double) when the
+ * schema names a tiebreak column (has_tie), so that the common log without one spills 8 bytes
+ * less per row; the task key, padded to 8 bytes; then `payload` bytes (label, features, ids). */
 typedef struct lm_rec {
     uint64_t hash; /* hash of the task key */
     double time;
-    double tie;   /* tiebreak value, 0 when the schema names none */
     uint32_t len; /* whole record, a multiple of 8 */
     uint16_t keylen;
-    uint8_t split; /* LM_SPLIT_* from a split column, or 255 */
-    uint8_t pad;
+    uint8_t split;   /* LM_SPLIT_* from a split column, or 255 */
+    uint8_t has_tie; /* 1: a double tiebreak value follows the header */
 } lm_rec;
 
-#define LM_REC_KEY(r) ((const char *)(r) + sizeof(lm_rec))
-#define LM_REC_PAYLOAD(r) ((const char *)(r) + sizeof(lm_rec) + (((r)->keylen + 7u) & ~7u))
-static inline uint32_t lm_rec_len(uint32_t keylen, uint32_t payload)
+#define LM_REC_KEY(r) ((const char *)(r) + sizeof(lm_rec) + ((r)->has_tie ? 8u : 0u))
+#define LM_REC_PAYLOAD(r) (LM_REC_KEY(r) + (((r)->keylen + 7u) & ~7u))
+static inline uint32_t lm_rec_len(uint32_t keylen, uint32_t payload, int has_tie)
 {
-    return (uint32_t)(sizeof(lm_rec) + ((keylen + 7u) & ~7u) + ((payload + 7u) & ~7u));
+    return (uint32_t)(sizeof(lm_rec) + (has_tie ? 8u : 0u) + ((keylen + 7u) & ~7u) + ((payload + 7u) & ~7u));
+}
+/* The tiebreak value, 0 when the record has none. */
+static inline double lm_rec_tie(const lm_rec *r)
+{
+    double t = 0;
+    if (r->has_tie) memcpy(&t, (const char *)r + sizeof(lm_rec), sizeof t);
+    return t;
 }
 
 typedef struct lm_sorter lm_sorter;
