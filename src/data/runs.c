@@ -17,7 +17,11 @@
 
 #define RADIX_BITS 16
 #define NBUCKETS (1u << RADIX_BITS)
-#define RUN_IO_BYTES (1u << 20)
+/* Runs are written 1 MiB less one page at a time: writes of exactly 1 MiB at 1 MiB-aligned
+ * offsets made the kernel (Linux 6.18, ext4) build the run files' page cache from large
+ * folios, and on this virtual machine that tripled prepare's system time when records were 128
+ * bytes long (2.5 to 3.5 s against 0.8 to 0.9 s at 10 million rows; docs/BENCHMARKS.md). */
+#define RUN_IO_BYTES ((1u << 20) - 4096u)
 
 typedef struct entry {
     uint64_t hash;
