@@ -8,6 +8,7 @@
  * Environment: LM_TMP (scratch; each case gets its own folder under LM_TMP/test_prepare.PID),
  * LM_SHARED (the ../shared folder with data/ml-100k; the MovieLens checks are skipped without
  * it). Exit status 1 on any failure; the last line is "N passed, M failed". */
+#include "lm_testcase.h"
 #include "lm_testfs.h"
 #include "core/core.h"
 #include "data/csv.h"
@@ -25,49 +26,8 @@
 #include <unistd.h>
 
 /* ============================================================================================
- * Harness: a case passes when none of its checks failed
- * ========================================================================================== */
-
-static const char *g_case = "";
-static int g_case_fails, g_passed, g_failed;
-static char g_base[4096];
-
-#define CHECK(c, ...)                                                                                        \
-    do {                                                                                                     \
-        if (!(c)) {                                                                                          \
-            g_case_fails++;                                                                                  \
-            fprintf(stderr, "FAIL [%s] %s:%d: %s: ", g_case, __FILE__, __LINE__, #c);                        \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fprintf(stderr, "\n");                                                                           \
-        }                                                                                                    \
-    } while (0)
-
-static void begin(const char *name)
-{
-    g_case = name;
-    g_case_fails = 0;
-}
-
-static void end(void)
-{
-    if (g_case_fails) {
-        g_failed++;
-        fprintf(stderr, "not ok: %s\n", g_case);
-    } else {
-        g_passed++;
-        printf("ok: %s\n", g_case);
-    }
-}
-
-/* ============================================================================================
  * Files and folders
  * ========================================================================================== */
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
 
 /* A fresh folder for one case (its name made file-safe); caller frees. */
 static char *case_dir(const char *name)
@@ -99,15 +59,6 @@ static char *write_bytes(const char *dir, const char *name, const char *data, si
 static char *write_text(const char *dir, const char *name, const char *text)
 {
     return write_bytes(dir, name, text, strlen(text));
-}
-
-/* JSON written with single quotes for readability: ' becomes ". Caller frees. */
-static char *q(const char *s)
-{
-    char *r = lm_strdup(s);
-    for (char *c = r; *c; c++)
-        if (*c == '\'') *c = '"';
-    return r;
 }
 
 /* Entries of `dir` whose name holds ".tmp." or ".old." (leftovers of a failed publish). */
@@ -152,47 +103,6 @@ static char *expand(const char *pat, const char *dir)
     }
     *w = 0;
     return r;
-}
-
-/* Every '|'-separated phrase of `phrases` occurs in `msg`. */
-static int has_phrases(const char *msg, const char *phrases)
-{
-    char buf[512];
-    snprintf(buf, sizeof buf, "%s", phrases);
-    for (char *s = strtok(buf, "|"); s; s = strtok(NULL, "|"))
-        if (!strstr(msg, s)) return 0;
-    return 1;
-}
-
-/* A growing text buffer. */
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (b->p && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->n + (size_t)k + 1) cap *= 2;
-        b->p = realloc(b->p, cap);
-        b->cap = cap;
-    }
-}
-
-static uint64_t lcg(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-    return *s >> 33;
 }
 
 /* ============================================================================================
