@@ -69,6 +69,12 @@ typedef struct lmdb_state {
     MDB_dbi meta;
     MDB_txn *rtxn; /* a reset read transaction, renewed for each read */
     size_t mapsize;
+    /* The version this handle read last and its database: a read of the current version (every
+     * request of a server) finds it here without taking the environment's lock. Valid while
+     * the database stays open: read-only environments never close one, and a writing handle,
+     * alone on its environment, forgets it when it closes or drops one. */
+    char last_name[LM_STORE_VERSION_MAX + 1];
+    MDB_dbi last_dbi;
 } lmdb_state;
 
 typedef struct lmdb_writer {
@@ -322,9 +328,16 @@ static dbi_entry *cache_find_locked(lmdb_env *sh, const char *name)
 /* The version's database handle when it is cached: 1, else 0. */
 static int cache_find(lmdb_state *st, const char *name, MDB_dbi *dbi)
 {
+    if (st->last_name[0] && !strcmp(st->last_name, name)) {
+        *dbi = st->last_dbi;
+        return 1;
+    }
     pthread_mutex_lock(&st->sh->mu);
     dbi_entry *e = cache_find_locked(st->sh, name);
-    if (e) *dbi = e->dbi;
+    if (e) {
+        *dbi = st->last_dbi = e->dbi;
+        snprintf(st->last_name, sizeof st->last_name, "%s", name);
+    }
     pthread_mutex_unlock(&st->sh->mu);
     return e != NULL;
 }
@@ -345,7 +358,10 @@ static void cache_add(lm_store *s, const char *name, MDB_dbi dbi)
         const char *writing = s->writer ? s->writer->rec.name : "";
         size_t victim = 0;
         while (victim + 1 < sh->ncache && !strcmp(sh->cache[victim].name, writing)) victim++;
-        if (!sh->readonly) mdb_dbi_close(sh->env, sh->cache[victim].dbi);
+        if (!sh->readonly) {
+            mdb_dbi_close(sh->env, sh->cache[victim].dbi);
+            st->last_name[0] = 0;
+        }
         memmove(&sh->cache[victim], &sh->cache[victim + 1], (sh->ncache - victim - 1) * sizeof sh->cache[0]);
         sh->ncache--;
     }
@@ -357,6 +373,7 @@ static void cache_add(lm_store *s, const char *name, MDB_dbi dbi)
 static void cache_remove(lmdb_state *st, const char *name)
 {
     lmdb_env *sh = st->sh;
+    st->last_name[0] = 0;
     pthread_mutex_lock(&sh->mu);
     dbi_entry *e = cache_find_locked(sh, name);
     if (e) {
