@@ -818,20 +818,35 @@ static int walk_one(void *ctx, const char *key, size_t klen, const void *val, si
     return c->fn(c->ctx, key, klen, c->tmp);
 }
 
+/* The versions' records (*all, freed by the caller) and in *v the one named `version` (complete
+ * or not, as `complete` asks) or, when version is NULL, the current one; *v is NULL when there
+ * is none. */
+static int find_version(lm_store *s, const char *version, int complete, lm_store_version **all,
+                        const lm_store_version **v, lm_err *err)
+{
+    *all = NULL;
+    *v = NULL;
+    if (version) {
+        int rc = lm_store_check_version_name(s->url.display, version, err);
+        if (rc != LM_OK) return rc;
+    }
+    size_t n = 0;
+    int rc = s->ops->list(s, all, &n, err);
+    if (rc != LM_OK) return rc;
+    for (size_t i = 0; i < n; i++)
+        if (version ? !strcmp((*all)[i].name, version) && ((*all)[i].complete || !complete)
+                    : (*all)[i].current)
+            *v = &(*all)[i];
+    return LM_OK;
+}
+
 int lm_store_walk(lm_store *s, const char *version, uint32_t dim, lm_store_walk_fn fn, void *ctx, lm_err *err)
 {
     const char *D = s->url.display;
-    if (version) {
-        int rc = lm_store_check_version_name(D, version, err);
-        if (rc != LM_OK) return rc;
-    }
-    lm_store_version *all = NULL;
-    size_t n = 0;
-    int rc = s->ops->list(s, &all, &n, err);
+    lm_store_version *all;
+    const lm_store_version *v;
+    int rc = find_version(s, version, 1, &all, &v, err);
     if (rc != LM_OK) return rc;
-    const lm_store_version *v = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (version ? !strcmp(all[i].name, version) && all[i].complete : all[i].current) v = &all[i];
     walk_ctx c = {.v = v, .fn = fn, .ctx = ctx};
     if (!v)
         rc = version ? lm_err_set(err, LM_ENOTFOUND, "%s: no complete version '%s'", D, version)
@@ -884,18 +899,11 @@ int lm_store_verify(lm_store *s, const char *version, lm_store_verify_report *re
 {
     memset(rep, 0, sizeof *rep);
     const char *D = s->url.display;
-    if (version) {
-        int rc = lm_store_check_version_name(D, version, err);
-        if (rc != LM_OK) return rc;
-    }
     /* the record first, so the scan knows how to decode */
-    lm_store_version *all = NULL;
-    size_t n = 0;
-    int rc = s->ops->list(s, &all, &n, err);
+    lm_store_version *all;
+    const lm_store_version *v;
+    int rc = find_version(s, version, 0, &all, &v, err);
     if (rc != LM_OK) return rc;
-    const lm_store_version *v = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (version ? !strcmp(all[i].name, version) : all[i].current) v = &all[i];
     if (!v) {
         rc = version ? lm_err_set(err, LM_ENOTFOUND, "%s: no version '%s'", D, version)
                      : lm_store_current(s, &rep->version, err); /* names the dangling pointer */
