@@ -331,8 +331,19 @@ void lm_model_free(lm_model *m);
 /* The schema the model was trained on (owned by the model). */
 const lm_schema *lm_model_schema(const lm_model *m);
 int lm_model_algo(const lm_model *m);
-/* The meta embedding width E. */
+/* The meta embedding width E (an ensemble: its members' widths summed, their embeddings being
+ * stored end to end). */
 size_t lm_model_emb_dim(const lm_model *m);
+/* An ensemble of `n` >= 2 models (docs/META.md "Ensembles"): the same algorithm, network
+ * architecture, options and schema, each trained on its own (e.g. another seed). It scores a
+ * row with the mean of the members' logits, each member adapted and embedded on its own, and
+ * saves and loads as one file. On success it owns the members (lm_model_free frees them); on
+ * failure the caller keeps them. A member may not itself be an ensemble. */
+int lm_model_ensemble(lm_model **out, lm_model **members, size_t n, lm_err *err);
+/* 1 for a single network, else the ensemble's member count. */
+size_t lm_model_nmembers(const lm_model *m);
+/* Member i (< lm_model_nmembers): the model itself for a single network. */
+const lm_model *lm_model_member(const lm_model *m, size_t i);
 /* The model's JSON metadata (architecture, hyperparameters, training summary); owned. */
 const char *lm_model_info_json(const lm_model *m);
 /* LM_EMISMATCH with a message naming the first difference when `ds` was not prepared with

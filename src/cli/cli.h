@@ -62,6 +62,7 @@ int cmd_dataset(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_adapt(int argc, char **argv);
+int cmd_ensemble(int argc, char **argv);
 int cmd_experiment(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_store(int argc, char **argv);

@@ -572,6 +572,8 @@ int bench_embed(int argc, char **argv)
     }
     if (!rc) rc = lm_model_load(&m, model, &err);
     if (!rc) rc = lm_model_check_dataset(m, ds, &err);
+    if (!rc && lm_model_nmembers(m) > 1)
+        rc = lm_err_set(&err, LM_EINVAL, "bench embed: give one network, not an ensemble");
     if (rc) {
         lm_model_free(m);
         lm_dataset_close(ds);

@@ -16,6 +16,7 @@ static const subcmd cmds[] = {
     {"dataset", cmd_dataset, "inspect a prepared dataset (info, verify)"},
     {"train", cmd_train, "train a model: limaml, maml, plain or widedeep"},
     {"eval", cmd_eval, "score a model on the test part, with or without task adaptation"},
+    {"ensemble", cmd_ensemble, "pack models trained apart into one ensemble model (mean of logits)"},
     {"adapt", cmd_adapt, "adapt a model to one task and print its meta embedding"},
     {"embed", cmd_embed, "write every task's meta embedding to the feature store (Algorithm 2b)"},
     {"store", cmd_store, "inspect and clean a feature store (ls, get, gc, verify)"},

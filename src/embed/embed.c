@@ -482,6 +482,8 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
     int rc = lm_model_check_dataset(m, ds, err);
     if (rc) return rc;
     if (!o->version) return lm_err_set(err, LM_EINVAL, "embed: a version name is needed");
+    if (lm_model_nmembers(m) > 1)
+        return lm_err_set(err, LM_EINVAL, "embed: this build does not write an ensemble's embeddings yet");
     if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
         return lm_err_set(err, LM_EINVAL, "embed: unknown pooling");
     if (!(o->window_days >= 0)) return lm_err_set(err, LM_EINVAL, "--window-days must be >= 0");

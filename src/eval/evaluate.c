@@ -83,51 +83,16 @@ static void task_times(const lm_dataset *ds, const lm_task *t, int adapt_from, i
     }
 }
 
-int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, lm_eval_result *res,
-                lm_err *err)
+/* One network's logits on every scored row, into z (by the positions pos), with labels and
+ * slice flags; and per task the adaptation rows used, lag and age. An ensemble calls it per
+ * member (evaluate.c's lm_evaluate averages the logits). */
+static int score_member(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, const uint64_t *pos,
+                        size_t maxrows, float *zout, float *label, uint8_t *flags, uint32_t *arows,
+                        double *lag, double *age, lm_err *err)
 {
-    double t0 = lm_now();
-    memset(res, 0, sizeof *res);
-    int rc = lm_model_check_dataset(m, ds, err);
-    if (rc) return rc;
-    if (o->score_split != LM_SPLIT_TEST && o->score_split != LM_SPLIT_VAL)
-        return lm_err_set(err, LM_EINVAL, "evaluate: the scored split must be test or val");
-    if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
-        return lm_err_set(err, LM_EINVAL, "evaluate: unknown pooling %d", o->pool);
-    if (o->pool != LM_POOL_LATEST && m->algo != LM_TRAIN_LIMAML)
-        return lm_err_set(err, LM_EINVAL,
-                          "evaluate: pooling applies to a LiMAML model's meta embedding only");
-    if (!(o->stale_seconds >= 0 && o->stale_seconds < INFINITY))
-        return lm_err_set(err, LM_EINVAL, "evaluate: the staleness must be finite and >= 0");
-    if (o->adapt_steps > 0 && (o->adapt_from == LM_ADAPT_ALL ||
-                               (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
-                               (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL)))
-        return lm_err_set(err, LM_EINVAL, "evaluate: the adaptation rows include the scored rows");
     const lm_net *net = &m->net;
     uint64_t ntasks = lm_dataset_ntasks(ds);
-    /* Positions of every task's scored rows in the pooled arrays. */
-    uint64_t *pos = malloc((ntasks + 1) * sizeof *pos);
-    if (!pos) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    size_t maxrows = 1;
-    pos[0] = 0;
-    for (uint64_t t = 0; t < ntasks; t++) {
-        const lm_task *k = lm_dataset_task(ds, t);
-        size_t c = (o->warm_only && k->is_new) ? 0 : count_split(k, o->score_split);
-        pos[t + 1] = pos[t] + c;
-        if (k->n > maxrows) maxrows = k->n;
-    }
-    uint64_t N = pos[ntasks];
-    float *score = malloc((N + 1) * sizeof *score), *label = malloc((N + 1) * sizeof *label);
-    uint8_t *flags = malloc(N + 1); /* bit 0: task has < 25 scored rows; bit 1: new task */
-    /* per task: adaptation rows used, realised lag and age (summed in task order afterwards,
-     * so the means do not depend on the thread count) */
-    uint32_t *arows = calloc(ntasks + 1, sizeof *arows);
-    double *lag = calloc(ntasks + 1, sizeof *lag), *age = calloc(ntasks + 1, sizeof *age);
-    if (!score || !label || !flags || !arows || !lag || !age) {
-        free(arows), free(lag), free(age);
-        free(pos), free(score), free(label), free(flags);
-        return lm_err_set(err, LM_ENOMEM, "out of memory (%llu scored examples)", (unsigned long long)N);
-    }
+    int rc = LM_OK;
     int whole = m->algo != LM_TRAIN_LIMAML; /* fine-tuning moves the whole network */
     double alpha = o->task_lr > 0 ? o->task_lr : m->task_lr;
     int nthreads = o->threads > 0 ? o->threads : omp_get_max_threads();
@@ -140,11 +105,7 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     lm_meta_embed_plan *plan = NULL;
     if (!whole && o->adapt_steps > 0 && lm_meta_embed_supported(net, NULL) == LM_OK) {
         rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err);
-        if (rc) {
-            free(arows), free(lag), free(age);
-            free(pos), free(score), free(label), free(flags);
-            return rc;
-        }
+        if (rc) return rc;
     }
 #pragma omp parallel num_threads(nthreads)
     {
@@ -210,7 +171,7 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
             uint8_t fl = (uint8_t)((sc.n < 25 ? 1 : 0) | (k->is_new ? 2 : 0));
             for (size_t i = 0; i < sc.n; i++) {
                 uint64_t p = pos[t] + i;
-                score[p] = net->cfg.loss == LM_NET_LOSS_BCE ? 1.0f / (1.0f + expf(-z[i])) : z[i];
+                zout[p] = z[i];
                 label[p] = sc.label[i];
                 flags[p] = fl;
             }
@@ -227,10 +188,73 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
         free(tm), free(tg), free(z), free(emb), free(pooled);
     }
     lm_meta_embed_plan_free(plan);
-    if (fail) {
-        if (err) *err = ferr;
+    if (fail && err) *err = ferr;
+    return fail;
+}
+
+int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, lm_eval_result *res,
+                lm_err *err)
+{
+    double t0 = lm_now();
+    memset(res, 0, sizeof *res);
+    int rc = lm_model_check_dataset(m, ds, err);
+    if (rc) return rc;
+    if (o->score_split != LM_SPLIT_TEST && o->score_split != LM_SPLIT_VAL)
+        return lm_err_set(err, LM_EINVAL, "evaluate: the scored split must be test or val");
+    if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
+        return lm_err_set(err, LM_EINVAL, "evaluate: unknown pooling %d", o->pool);
+    if (o->pool != LM_POOL_LATEST && m->algo != LM_TRAIN_LIMAML)
+        return lm_err_set(err, LM_EINVAL,
+                          "evaluate: pooling applies to a LiMAML model's meta embedding only");
+    if (!(o->stale_seconds >= 0 && o->stale_seconds < INFINITY))
+        return lm_err_set(err, LM_EINVAL, "evaluate: the staleness must be finite and >= 0");
+    if (o->adapt_steps > 0 && (o->adapt_from == LM_ADAPT_ALL ||
+                               (o->adapt_from == LM_ADAPT_TRAIN_VAL && o->score_split == LM_SPLIT_VAL) ||
+                               (o->adapt_from == LM_ADAPT_VAL && o->score_split == LM_SPLIT_VAL)))
+        return lm_err_set(err, LM_EINVAL, "evaluate: the adaptation rows include the scored rows");
+    const lm_net *net = &m->net;
+    uint64_t ntasks = lm_dataset_ntasks(ds);
+    /* Positions of every task's scored rows in the pooled arrays. */
+    uint64_t *pos = malloc((ntasks + 1) * sizeof *pos);
+    if (!pos) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    size_t maxrows = 1;
+    pos[0] = 0;
+    for (uint64_t t = 0; t < ntasks; t++) {
+        const lm_task *k = lm_dataset_task(ds, t);
+        size_t c = (o->warm_only && k->is_new) ? 0 : count_split(k, o->score_split);
+        pos[t + 1] = pos[t] + c;
+        if (k->n > maxrows) maxrows = k->n;
+    }
+    uint64_t N = pos[ntasks];
+    float *score = malloc((N + 1) * sizeof *score), *label = malloc((N + 1) * sizeof *label);
+    uint8_t *flags = malloc(N + 1); /* bit 0: task has < 25 scored rows; bit 1: new task */
+    /* per task: adaptation rows used, realised lag and age (summed in task order afterwards,
+     * so the means do not depend on the thread count) */
+    uint32_t *arows = calloc(ntasks + 1, sizeof *arows);
+    double *lag = calloc(ntasks + 1, sizeof *lag), *age = calloc(ntasks + 1, sizeof *age);
+    if (!score || !label || !flags || !arows || !lag || !age) {
+        free(arows), free(lag), free(age);
+        free(pos), free(score), free(label), free(flags);
+        return lm_err_set(err, LM_ENOMEM, "out of memory (%llu scored examples)", (unsigned long long)N);
+    }
+    /* an ensemble's logit is the mean of its members' (each adapted and embedded on its own) */
+    size_t nm = lm_model_nmembers(m);
+    float *zm = nm > 1 ? malloc((N + 1) * sizeof *zm) : NULL;
+    if (nm > 1 && !zm) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nm; i++) {
+        rc = score_member(lm_model_member(m, i), ds, o, pos, maxrows, i ? zm : score, label, flags, arows,
+                          lag, age, err);
+        if (!rc && i)
+            for (uint64_t p = 0; p < N; p++) score[p] += zm[p];
+    }
+    free(zm);
+    if (rc) {
         free(pos), free(score), free(label), free(flags), free(arows), free(lag), free(age);
-        return fail;
+        return rc;
+    }
+    for (uint64_t p = 0; p < N; p++) {
+        float z = nm > 1 ? score[p] / (float)nm : score[p];
+        score[p] = net->cfg.loss == LM_NET_LOSS_BCE ? 1.0f / (1.0f + expf(-z)) : z;
     }
     res->examples = N;
     for (uint64_t t = 0; t < ntasks; t++) {
@@ -280,6 +304,8 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
         return lm_err_set(err, LM_EINVAL, "adapt: task %llu out of range", (unsigned long long)task);
     if (pool < LM_POOL_LATEST || pool > LM_POOL_COS)
         return lm_err_set(err, LM_EINVAL, "adapt: unknown pooling");
+    if (lm_model_nmembers(m) > 1)
+        return lm_err_set(err, LM_EINVAL, "adapt: this build does not adapt an ensemble yet");
     const lm_net *net = &m->net;
     const lm_task *k = lm_dataset_task(ds, task);
     if (steps == UINT32_MAX) steps = m->inner_steps;

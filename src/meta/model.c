@@ -56,6 +56,8 @@ int lm_model_new(lm_model **out, const lm_net *net, int algo, const lm_schema *s
 void lm_model_free(lm_model *m)
 {
     if (!m) return;
+    for (size_t i = 0; i < m->nmembers; i++) lm_model_free(m->member[i]);
+    free(m->member);
     free(m->theta_m);
     free(m->theta_g);
     lm_schema_free(m->schema);
@@ -76,7 +78,69 @@ int lm_model_algo(const lm_model *m)
 }
 size_t lm_model_emb_dim(const lm_model *m)
 {
-    return m->net.E;
+    return m->nmembers ? m->nmembers * m->net.E : m->net.E;
+}
+size_t lm_model_nmembers(const lm_model *m)
+{
+    return m->nmembers ? m->nmembers : 1;
+}
+const lm_model *lm_model_member(const lm_model *m, size_t i)
+{
+    LM_ASSERT(i < lm_model_nmembers(m));
+    return m->nmembers ? m->member[i] : m;
+}
+
+/* Members must compute the same function shape: the same sizes everywhere (so a store row of
+ * n * E floats splits the same way for every member, and one workspace serves them all). */
+static int same_architecture(const lm_model *a, const lm_model *b)
+{
+    const lm_net *x = &a->net, *y = &b->net;
+    if (a->algo != b->algo || x->cfg.meta_kind != y->cfg.meta_kind || x->E != y->E || x->nin != y->nin ||
+        x->meta_np != y->meta_np || x->global_np != y->global_np || x->meta_task_np != y->meta_task_np ||
+        x->cfg.loss != y->cfg.loss || x->cfg.emb_logit != y->cfg.emb_logit ||
+        x->cfg.meta_in_global != y->cfg.meta_in_global || x->meta.nlayers != y->meta.nlayers ||
+        x->global.nlayers != y->global.nlayers)
+        return 0;
+    for (size_t l = 0; l <= x->meta.nlayers; l++)
+        if (x->cfg.meta_kind == LM_NET_META_MLP && x->meta.sizes[l] != y->meta.sizes[l]) return 0;
+    for (size_t l = 0; l <= x->global.nlayers; l++)
+        if (x->global.sizes[l] != y->global.sizes[l]) return 0;
+    return !strcmp(a->schema->json, b->schema->json);
+}
+
+int lm_model_ensemble(lm_model **out, lm_model **members, size_t n, lm_err *err)
+{
+    *out = NULL;
+    if (n < 2) return lm_err_set(err, LM_EINVAL, "ensemble: %zu member(s), at least 2", n);
+    for (size_t i = 0; i < n; i++) {
+        if (members[i]->nmembers)
+            return lm_err_set(err, LM_EINVAL, "ensemble: member %zu is itself an ensemble", i + 1);
+        if (!same_architecture(members[0], members[i]))
+            return lm_err_set(err, LM_EMISMATCH,
+                              "ensemble: member %zu differs from member 1 in its algorithm, network "
+                              "architecture, options or schema",
+                              i + 1);
+    }
+    lm_model *m = calloc(1, sizeof *m);
+    lm_model **mem = malloc(n * sizeof *mem);
+    int rc = m && mem ? LM_OK : lm_err_set(err, LM_ENOMEM, "out of memory");
+    if (!rc)
+        rc = lm_schema_parse(&m->schema, members[0]->schema->json, strlen(members[0]->schema->json), NULL,
+                             err);
+    if (rc) {
+        if (m) lm_schema_free(m->schema);
+        free(m), free(mem);
+        return rc;
+    }
+    memcpy(mem, members, n * sizeof *mem);
+    m->net = members[0]->net;
+    m->algo = members[0]->algo;
+    m->inner_steps = members[0]->inner_steps;
+    m->task_lr = members[0]->task_lr;
+    m->nmembers = n;
+    m->member = mem;
+    *out = m;
+    return LM_OK;
 }
 const char *lm_model_info_json(const lm_model *m)
 {
@@ -162,7 +226,28 @@ static cJSON *sizes_json(const size_t *v, size_t n)
     return a;
 }
 
+static cJSON *info_object(const lm_model *m);
+
+/* An ensemble's metadata: its members' own, in order (tensors named member<i>.<name>). */
 static char *build_info(const lm_model *m)
+{
+    cJSON *r;
+    if (!m->nmembers) {
+        r = info_object(m);
+    } else {
+        r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "version", LM_MODEL_VERSION);
+        cJSON_AddStringToObject(r, "limaml", LM_VERSION_STRING);
+        cJSON_AddStringToObject(r, "algo", lm_train_algo_name(m->algo));
+        cJSON *a = cJSON_AddArrayToObject(r, "members");
+        for (size_t i = 0; i < m->nmembers; i++) cJSON_AddItemToArray(a, info_object(m->member[i]));
+    }
+    char *s = cJSON_PrintUnformatted(r);
+    cJSON_Delete(r);
+    return s;
+}
+
+static cJSON *info_object(const lm_model *m)
 {
     const lm_net_config *c = &m->net.cfg;
     cJSON *r = cJSON_CreateObject();
@@ -190,9 +275,7 @@ static char *build_info(const lm_model *m)
         cJSON *t = cJSON_Parse(m->train_json);
         if (t) cJSON_AddItemToObject(r, "train", t);
     }
-    char *s = cJSON_PrintUnformatted(r);
-    cJSON_Delete(r);
-    return s;
+    return r;
 }
 
 /* The tensors of a model, in buffer order: names, shapes and where they live. */
@@ -226,35 +309,64 @@ static void mlp_tensors(tens_list *l, const char *prefix, const lm_mlp *mlp, con
     }
 }
 
-static void model_tensors(const lm_model *m, tens_list *l)
+/* A model's tensors, names prefixed by `prefix` ("" for a single network, "member<i>." for an
+ * ensemble's member i). */
+static void model_tensors(const lm_model *m, tens_list *l, const char *prefix)
 {
     const lm_net *n = &m->net;
-    l->n = 0;
-    if (n->cfg.meta_kind == LM_NET_META_MLP)
-        mlp_tensors(l, "meta", &n->meta, m->theta_m);
-    else
-        add_t(l, "meta.id_table", LM_DT_F32, n->cfg.id_rows, n->E, 2, m->theta_m);
-    mlp_tensors(l, "global", &n->global, m->theta_g);
     char name[LM_ST_NAME_MAX];
+    l->n = 0;
+    snprintf(name, sizeof name, "%smeta", prefix);
+    if (n->cfg.meta_kind == LM_NET_META_MLP)
+        mlp_tensors(l, name, &n->meta, m->theta_m);
+    else
+        snprintf(name, sizeof name, "%smeta.id_table", prefix),
+            add_t(l, name, LM_DT_F32, n->cfg.id_rows, n->E, 2, m->theta_m);
+    snprintf(name, sizeof name, "%sglobal", prefix);
+    mlp_tensors(l, name, &n->global, m->theta_g);
     for (size_t c = 0; c < n->ncat; c++) {
-        snprintf(name, sizeof name, "global.emb.%.100s", m->schema->cat[c].column);
+        snprintf(name, sizeof name, "%sglobal.emb.%.100s", prefix, m->schema->cat[c].column);
         add_t(l, name, LM_DT_F32, n->cat_rows[c], n->cat_dim[c], 2, m->theta_g + n->cat_off[c]);
     }
     if (n->cfg.meta_kind == LM_NET_META_ID) {
-        add_t(l, "meta.id_keys", LM_DT_U8, m->id_off[m->nid], 0, 1, m->id_keys);
-        add_t(l, "meta.id_key_offsets", LM_DT_I64, m->nid + 1, 0, 1, m->id_off);
+        snprintf(name, sizeof name, "%smeta.id_keys", prefix);
+        add_t(l, name, LM_DT_U8, m->id_off[m->nid], 0, 1, m->id_keys);
+        snprintf(name, sizeof name, "%smeta.id_key_offsets", prefix);
+        add_t(l, name, LM_DT_I64, m->nid + 1, 0, 1, m->id_off);
     }
+}
+
+static void member_prefix(char *out, size_t cap, const lm_model *m, size_t i)
+{
+    if (m->nmembers)
+        snprintf(out, cap, "member%zu.", i);
+    else
+        out[0] = 0;
 }
 
 int lm_model_save(const lm_model *m, const char *path, lm_err *err)
 {
+    size_t nm = lm_model_nmembers(m);
     char *info = build_info(m);
-    if (!info) return lm_err_set(err, LM_ENOMEM, "out of memory");
-    tens_list l;
-    model_tensors(m, &l);
+    tens_list *l = malloc(nm * sizeof *l);
+    lm_st_tensor *all = malloc(nm * sizeof l->t);
+    if (!info || !l || !all) {
+        if (info) cJSON_free(info);
+        free(l), free(all);
+        return lm_err_set(err, LM_ENOMEM, "out of memory");
+    }
+    size_t n = 0;
+    char prefix[32];
+    for (size_t i = 0; i < nm; i++) {
+        member_prefix(prefix, sizeof prefix, m, i);
+        model_tensors(lm_model_member(m, i), &l[i], prefix);
+        memcpy(all + n, l[i].t, l[i].n * sizeof *all);
+        n += l[i].n;
+    }
     const char *k[1] = {"limaml"}, *v[1] = {info};
-    int rc = lm_st_write(path, l.t, l.n, k, v, 1, err);
+    int rc = lm_st_write(path, all, n, k, v, 1, err);
     cJSON_free(info);
+    free(l), free(all);
     return rc;
 }
 
@@ -276,14 +388,13 @@ static size_t json_sizes(const cJSON *a, size_t *v, size_t max, int *bad)
     return n;
 }
 
-int lm_model_load(lm_model **out, const char *path, lm_err *err)
+/* One network from its metadata object `r` and its tensors named with `prefix`; *ntens: how
+ * many tensors it has (the caller checks the file holds no others). */
+static int load_one(lm_st_file *f, const cJSON *r, const char *prefix, const char *path, size_t *ntens,
+                    lm_model **out, lm_err *err)
 {
     *out = NULL;
-    lm_st_file *f;
-    int rc = lm_st_open(&f, path, err);
-    if (rc) return rc;
-    const char *info = lm_st_meta(f, "limaml");
-    cJSON *r = info ? cJSON_Parse(info) : NULL;
+    int rc = LM_OK;
     lm_model *m = NULL;
     lm_schema *schema = NULL;
 #define BAD(...)                                                                                             \
@@ -291,14 +402,6 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
         rc = lm_err_set(err, LM_EFORMAT, __VA_ARGS__);                                                       \
         goto done;                                                                                           \
     } while (0)
-    if (!r) BAD("%s: not a limaml model (no or bad \"limaml\" metadata)", path);
-    const cJSON *ver = cJSON_GetObjectItem(r, "version");
-    if (!cJSON_IsNumber(ver)) BAD("%s: model metadata lacks a version", path);
-    if (ver->valuedouble != LM_MODEL_VERSION) {
-        rc = lm_err_set(err, LM_EVERSION, "%s: model version %g, this build reads version %d", path,
-                        ver->valuedouble, LM_MODEL_VERSION);
-        goto done;
-    }
     const cJSON *net = cJSON_GetObjectItem(r, "net"), *sch = cJSON_GetObjectItem(r, "schema");
     const cJSON *algo = cJSON_GetObjectItem(r, "algo");
     if (!cJSON_IsObject(net) || !cJSON_IsObject(sch) || !cJSON_IsString(algo) ||
@@ -360,9 +463,8 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
             BAD("%s: task key offsets do not cover the keys", path);
     }
     tens_list l;
-    model_tensors(m, &l);
-    if (l.n != lm_st_count(f))
-        BAD("%s: %zu tensors, the network described has %zu", path, lm_st_count(f), l.n);
+    model_tensors(m, &l, prefix);
+    *ntens = l.n;
     for (size_t i = 0; i < l.n; i++) {
         const lm_st_tensor *t = lm_st_find(f, l.t[i].name);
         if (!t) BAD("%s: tensor '%s' is missing", path, l.t[i].name);
@@ -376,11 +478,74 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
         if (!(m->theta_m[i] - m->theta_m[i] == 0)) BAD("%s: a meta parameter is NaN or infinite", path);
     for (size_t i = 0; i < n.global_np; i++)
         if (!(m->theta_g[i] - m->theta_g[i] == 0)) BAD("%s: a global parameter is NaN or infinite", path);
+#undef BAD
+done:
+    lm_schema_free(schema);
+    if (rc) {
+        lm_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return LM_OK;
+}
+
+int lm_model_load(lm_model **out, const char *path, lm_err *err)
+{
+    *out = NULL;
+    lm_st_file *f;
+    int rc = lm_st_open(&f, path, err);
+    if (rc) return rc;
+    const char *info = lm_st_meta(f, "limaml");
+    cJSON *r = info ? cJSON_Parse(info) : NULL;
+    lm_model *m = NULL, **mem = NULL;
+    size_t nm = 0, ntens = 0, got = 0;
+#define BAD(...)                                                                                             \
+    do {                                                                                                     \
+        rc = lm_err_set(err, LM_EFORMAT, __VA_ARGS__);                                                       \
+        goto done;                                                                                           \
+    } while (0)
+    if (!r) BAD("%s: not a limaml model (no or bad \"limaml\" metadata)", path);
+    const cJSON *ver = cJSON_GetObjectItem(r, "version");
+    if (!cJSON_IsNumber(ver)) BAD("%s: model metadata lacks a version", path);
+    if (ver->valuedouble != LM_MODEL_VERSION) {
+        rc = lm_err_set(err, LM_EVERSION, "%s: model version %g, this build reads version %d", path,
+                        ver->valuedouble, LM_MODEL_VERSION);
+        goto done;
+    }
+    const cJSON *ma = cJSON_GetObjectItem(r, "members");
+    if (!ma) {
+        if ((rc = load_one(f, r, "", path, &ntens, &m, err))) goto done;
+    } else {
+        /* an ensemble: its members' metadata in order, tensors member<i>.* */
+        if (!cJSON_IsArray(ma) || cJSON_GetArraySize(ma) < 2)
+            BAD("%s: an ensemble's \"members\" must be an array of at least 2", path);
+        size_t want = (size_t)cJSON_GetArraySize(ma);
+        if (!(mem = calloc(want, sizeof *mem))) BAD("%s: out of memory", path);
+        const cJSON *mi;
+        cJSON_ArrayForEach(mi, ma)
+        {
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "member%zu.", nm);
+            if (!cJSON_IsObject(mi)) BAD("%s: ensemble member %zu: not an object", path, nm + 1);
+            lm_err e2 = {0};
+            if ((rc = load_one(f, mi, prefix, path, &got, &mem[nm], &e2))) {
+                rc = lm_err_set(err, rc, "%s (ensemble member %zu)", e2.msg, nm + 1);
+                goto done;
+            }
+            nm++;
+            ntens += got;
+        }
+        if ((rc = lm_model_ensemble(&m, mem, nm, err))) goto done;
+        nm = 0; /* the ensemble owns them */
+    }
+    if (ntens != lm_st_count(f))
+        BAD("%s: %zu tensors, the network described has %zu", path, lm_st_count(f), ntens);
     m->info_json = build_info(m);
 #undef BAD
 done:
+    for (size_t i = 0; i < nm; i++) lm_model_free(mem[i]);
+    free(mem);
     cJSON_Delete(r);
-    lm_schema_free(schema);
     lm_st_close(f);
     if (rc) {
         lm_model_free(m);

@@ -21,6 +21,14 @@ struct lm_model {
     uint64_t *id_off; /* (nid + 1) */
     char *train_json; /* hyperparameters and summary, JSON; may be NULL */
     char *info_json;  /* built on save/load: everything in the file's metadata */
+    /* An ensemble (lm_model_ensemble): nmembers >= 2 whole models of one architecture and
+     * schema, trained apart. Its score is the mean of the members' logits, each member scoring
+     * with its own meta embedding; its meta embedding is theirs end to end (nmembers * net.E
+     * floats). net, algo, schema, inner_steps and task_lr are member 0's (net and schema
+     * copied, the schema owned); theta_m and theta_g are NULL, so code that reads them must
+     * go through the members (lm_model_nmembers, lm_model_member). 0 for a single network. */
+    size_t nmembers;
+    lm_model **member;
 };
 
 /* A model with fresh buffers for `net` (parameters zero). */

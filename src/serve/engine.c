@@ -92,6 +92,10 @@ int lm_srv_kernel_pick(void)
 int lm_srv_model_wrap(lm_srv_model **out, lm_model *m, const char *path, int engine, lm_err *err)
 {
     *out = NULL;
+    if (lm_model_nmembers(m) > 1) {
+        lm_model_free(m);
+        return lm_err_set(err, LM_EINVAL, "serve: %s: this build does not serve an ensemble yet", path);
+    }
     lm_srv_model *sm = calloc(1, sizeof *sm);
     if (!sm || !(sm->path = lm_strdup(path))) {
         free(sm);

@@ -141,6 +141,73 @@ static int near(double a, double b, double tol)
     return fabs(a - b) <= tol;
 }
 
+static lm_model *load(const char *path)
+{
+    lm_model *m = NULL;
+    lm_err err = {0};
+    CHECK(lm_model_load(&m, path, &err) == 0, "load %s: %s", path, err.msg);
+    return m;
+}
+
+/* Ensembles (lm_model_ensemble): two copies of one model score as the model, bit for bit (the
+ * mean of equal logits); two different members score as neither; the file round-trips; members
+ * that differ in kind are refused. */
+static void test_ensemble(const char *dir, const lm_dataset *ds, const lm_model *m, const lm_model *p)
+{
+    char a[4200], b[4200], e[4200];
+    snprintf(a, sizeof a, "%s/a.st", dir), snprintf(b, sizeof b, "%s/b.st", dir),
+        snprintf(e, sizeof e, "%s/e.st", dir);
+    lm_err err = {0};
+    lm_train_opts t;
+    lm_train_opts_default(&t);
+    t.meta_block = "mlp:8,4", t.global_block = "mlp:8", t.epochs = 2, t.patience = 0;
+    t.tasks_per_batch = 2, t.lr = 0.05, t.threads = 1, t.seed = 7;
+    lm_model *m2 = NULL, *pair = NULL, *same = NULL, *back = NULL, *mixed = NULL;
+    lm_train_report rep;
+    CHECK(lm_train(ds, &t, &m2, &rep, &err) == 0, "train a second member: %s", err.msg);
+    CHECK(lm_model_save(m, a, &err) == 0 && lm_model_save(m2, b, &err) == 0, "save members: %s", err.msg);
+    lm_model *two[2] = {load(a), load(a)}, *diff[2] = {load(a), load(b)}, *kinds[2] = {load(a), NULL};
+    lm_model_free(m2);
+    if (!two[0] || !two[1] || !diff[0] || !diff[1] || !kinds[0]) goto out;
+    CHECK(lm_model_ensemble(&same, two, 2, &err) == 0, "ensemble of two copies: %s", err.msg);
+    CHECK(lm_model_ensemble(&pair, diff, 2, &err) == 0, "ensemble of two members: %s", err.msg);
+    if (!same || !pair) goto out;
+    two[0] = two[1] = diff[0] = diff[1] = NULL; /* owned by the ensembles */
+    CHECK(lm_model_nmembers(pair) == 2 && lm_model_emb_dim(pair) == 2 * lm_model_emb_dim(m),
+          "2 members, embedding 2 x E (%zu)", lm_model_emb_dim(pair));
+    lm_eval_result r1, rs, rp, rb, r0;
+    CHECK(eval(m, ds, 0, LM_POOL_LATEST, 0, 3, &r1) == 0 && eval(same, ds, 0, LM_POOL_LATEST, 0, 3, &rs) == 0,
+          "evaluate a model and the ensemble of two copies");
+    CHECK(rs.auc == r1.auc && rs.logloss == r1.logloss && rs.auc_new == r1.auc_new,
+          "two copies score as the model (log loss %.9f vs %.9f)", rs.logloss, r1.logloss);
+    CHECK(eval(m, ds, 0, LM_POOL_LATEST, 0, 0, &r0) == 0 &&
+              eval(same, ds, 0, LM_POOL_LATEST, 0, 0, &rb) == 0 && r0.logloss == rb.logloss,
+          "two copies, unadapted, score as the model");
+    CHECK(eval(pair, ds, 0, LM_POOL_LATEST, 0, 3, &rp) == 0 && rp.logloss != r1.logloss,
+          "two different members score as neither (%.9f vs %.9f)", rp.logloss, r1.logloss);
+    CHECK(lm_model_save(pair, e, &err) == 0, "save the ensemble: %s", err.msg);
+    if ((back = load(e))) {
+        CHECK(lm_model_nmembers(back) == 2, "the loaded ensemble has 2 members");
+        CHECK(eval(back, ds, 0, LM_POOL_LATEST, 0, 3, &rb) == 0 && rb.logloss == rp.logloss &&
+                  rb.auc == rp.auc,
+              "the saved ensemble scores the same (%.9f vs %.9f)", rb.logloss, rp.logloss);
+        lm_model *nest[2] = {back, back};
+        CHECK(lm_model_ensemble(&mixed, nest, 2, &err) == LM_EINVAL && !mixed,
+              "an ensemble of ensembles is refused");
+    }
+    char pp[4200];
+    snprintf(pp, sizeof pp, "%s/p.st", dir);
+    CHECK(lm_model_save(p, pp, &err) == 0 && (kinds[1] = load(pp)) != NULL, "save and load the plain model");
+    if (kinds[1]) {
+        CHECK(lm_model_ensemble(&mixed, kinds, 2, &err) == LM_EMISMATCH && !mixed,
+              "a LiMAML and a plain member are refused: %s", err.msg);
+    }
+    CHECK(lm_model_ensemble(&mixed, kinds, 1, &err) == LM_EINVAL && !mixed, "one member is refused");
+out:
+    for (int i = 0; i < 2; i++) lm_model_free(two[i]), lm_model_free(diff[i]), lm_model_free(kinds[i]);
+    lm_model_free(same), lm_model_free(pair), lm_model_free(back);
+}
+
 int main(void)
 {
     const char *tmp = getenv("LM_TMP") ? getenv("LM_TMP") : "/tmp";
@@ -216,6 +283,8 @@ int main(void)
     CHECK(eval(m, full, -1, LM_POOL_LATEST, 0, 3, &r) == LM_EINVAL, "a negative staleness is refused");
     CHECK(eval(p, full, DAY, LM_POOL_LATEST, 0, 3, &r) == 0 && r.rows_adapted == 4,
           "staleness applies to a plain model's adaptation too");
+
+    test_ensemble(dir, full, m, p);
 
 done:
     lm_model_free(m);
