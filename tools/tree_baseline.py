@@ -29,9 +29,23 @@ both scored on the test parts: pooled AUC (ties count one half), the slices (< 2
 examples, warm, new) and log loss, mean and std over seeds. The count floor of PROTOCOL.md is
 printed as a check of the splits (0.7498 pooled).
 
+--ensemble M (default 1, the above) makes each of the S rows an ensemble of M seeds, as the
+networks' ensembles are made: group g = 0..S-1 uses seeds g*M+1 .. g*M+M, each member fitted and
+refitted exactly as a seed above (the grid's choice, its own early-stopped tree count, refit with
+that count), and the group averages its members' raw scores (log-odds; the log loss takes their
+sigmoid). The figures are mean and std over the S groups; for reference the single-member figures
+are given too, mean and std over all S*M seeds. LightGBM's seed only moves bagging and
+feature_fraction: if the chosen settings have neither (bagging_fraction 1 or bagging_freq 0, and
+feature_fraction 1), the output says so, and with M > 1 a bagged variant is added (the chosen
+settings with bagging_fraction 0.8, bagging_freq 1, feature_fraction 0.8; its tree count chosen by
+early stopping on the warm validation parts with seed 1 and kept for every member), ensembled the
+same way. No choice sees a test label.
+
 Needs lightgbm, numpy and scikit-learn (scripts/setup-gbm.sh makes a venv with them):
     py=$(scripts/setup-gbm.sh | tail -1)
     "$py" tools/tree_baseline.py --ml ../shared/data/ml-100k --seeds 3 --json build/gbm.json
+    "$py" tools/tree_baseline.py --ml ../shared/data/ml-100k --seeds 3 --ensemble 3 \
+        --json build/gbm-ens3.json
 """
 
 import argparse
@@ -279,8 +293,20 @@ def train(setup, cfg, seed, rows_fit, num_trees=None):
 
 
 def predict(setup, booster, cfg, rows, num_trees):
+    """The raw scores (log-odds) of rows: what an ensemble averages."""
     X, _, _ = setup.matrix(rows, cfg["item_id"])
-    return booster.predict(X, num_iteration=num_trees)
+    return booster.predict(X, num_iteration=num_trees, raw_score=True)
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def has_randomness(cfg):
+    """Whether the model's seed changes anything: row bagging or a feature fraction below 1."""
+    p = params_of(cfg, 1)
+    bagging = p.get("bagging_fraction", 1.0) < 1.0 and p.get("bagging_freq", 0) > 0
+    return bagging or p.get("feature_fraction", 1.0) < 1.0
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -324,6 +350,7 @@ GRID = {
     "item_id": [False, True],
 }
 KEYS = ["auc", "lt25", "ge25", "warm", "new", "logloss"]
+BAGGED = {"bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8}  # the variant
 
 
 def mean_std(rows, key):
@@ -331,13 +358,67 @@ def mean_std(rows, key):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def run_members(base, refit, cfg, seeds, num_trees=None):
+    """One model per seed: fitted on the train parts (early-stopped on the warm validation parts
+    unless num_trees is given) and refitted with its tree count on train + warm validation; the
+    raw test scores (log-odds) of both."""
+    out = []
+    for seed in seeds:
+        booster, trees = train(base, cfg, seed, base.fit, num_trees)
+        zf = predict(base, booster, cfg, base.test, trees)
+        booster, _ = train(refit, cfg, seed, refit.fit, num_trees=trees)
+        zr = predict(refit, booster, cfg, refit.test, trees)
+        out.append({"seed": seed, "trees": trees, "fit": zf, "refit": zr})
+        y = base.ex["label"][base.test]
+        print(f"  seed {seed}: trees {trees}, test AUC {roc_auc_score(y, zf):.4f}, "
+              f"refit {roc_auc_score(y, zr):.4f}", file=sys.stderr)
+    return out
+
+
+def test_figures(setup, z, test_count, is_new):
+    """The figures of raw test scores z: AUC on z, log loss on its sigmoid."""
+    t = setup.test
+    return figures(setup.ex["label"][t], z, test_count[t], is_new[t], prob=sigmoid(z))
+
+
+def ensemble_rows(setup, ms, S, M, test_count, is_new):
+    """Fit and refit figures of S ensembles, group g averaging members g*M .. g*M+M-1's raw scores
+    (with M = 1, each seed's own model, as before the option)."""
+    fit, ref = [], []
+    for g in range(S):
+        grp = ms[g * M : (g + 1) * M]
+        for rows, key in ((fit, "fit"), (ref, "refit")):
+            r = test_figures(setup, np.mean([m[key] for m in grp], axis=0), test_count, is_new)
+            if M == 1:
+                r.update(seed=grp[0]["seed"], trees=grp[0]["trees"])
+            else:
+                r.update(seeds=[m["seed"] for m in grp], trees=[m["trees"] for m in grp])
+            rows.append(r)
+    return fit, ref
+
+
+def member_rows(setup, ms, test_count, is_new):
+    """Each member's own fit and refit figures."""
+    fit, ref = [], []
+    for m in ms:
+        for rows, key in ((fit, "fit"), (ref, "refit")):
+            r = test_figures(setup, m[key], test_count, is_new)
+            r.update(seed=m["seed"], trees=m["trees"])
+            rows.append(r)
+    return fit, ref
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ml", required=True, help="the ml-100k folder (u.data, u.user, ...)")
     ap.add_argument("--seeds", type=int, default=3, help="LightGBM seeds 1..S (default 3)")
+    ap.add_argument("--ensemble", type=int, default=1, metavar="M",
+                    help="each of the S rows averages the raw scores of M seeds (default 1)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--quick", action="store_true", help="a two-point grid (for a smoke test)")
     args = ap.parse_args()
+    if args.seeds < 1 or args.ensemble < 1:
+        ap.error("--seeds and --ensemble must be at least 1")
     t0 = time.time()
 
     ex, users, items = load_movielens(args.ml)
@@ -383,37 +464,75 @@ def main():
     print(f"best warm val AUC without the item id {noitem['val_auc']:.4f}, "
           f"with it {withitem['val_auc']:.4f}")
 
-    # fit on train parts (early stopping per seed), then refit with that seed's tree count
-    fit_rows, refit_rows = [], []
-    for seed in range(1, args.seeds + 1):
-        booster, trees = train(base, cfg, seed, base.fit)
-        p = predict(base, booster, cfg, base.test, trees)
-        r = figures(y[base.test], p, test_count[base.test], is_new[base.test])
-        r.update(seed=seed, trees=trees)
-        fit_rows.append(r)
-        booster, _ = train(refit, cfg, seed, refit.fit, num_trees=trees)
-        p = predict(refit, booster, cfg, refit.test, trees)
-        rr = figures(y[refit.test], p, test_count[refit.test], is_new[refit.test])
-        rr.update(seed=seed, trees=trees)
-        refit_rows.append(rr)
-        print(f"  seed {seed}: trees {trees}, test AUC {r['auc']:.4f}, refit {rr['auc']:.4f}",
-              file=sys.stderr)
+    # the members: seeds 1..S*M, each fitted on the train parts (early stopping) and refitted with
+    # its own tree count; group g (0-based) averages the raw scores of seeds g*M+1 .. g*M+M
+    S, M = args.seeds, args.ensemble
+    random = has_randomness(cfg)
+    pc = params_of(cfg, 1)
+    bf, bq, ff = (pc.get(k, d) for k, d in
+                  (("bagging_fraction", 1.0), ("bagging_freq", 0), ("feature_fraction", 1.0)))
+    print(f"what the seed moves: bagging_fraction {bf} every {bq} iteration(s), "
+          f"feature_fraction {ff}")
+    if not random:
+        more = ", so the seed average equals one model; a bagged variant follows" if M > 1 else ""
+        print("the chosen settings have no randomness (bagging_fraction 1 or bagging_freq 0, "
+              "feature_fraction 1): the seeds change nothing" + more)
+    t_mem = time.time()
+    ms = run_members(base, refit, cfg, range(1, S * M + 1))
+    t_mem = time.time() - t_mem
+    fit_rows, refit_rows = ensemble_rows(base, ms, S, M, test_count, is_new)
+    mem_fit, mem_refit = member_rows(base, ms, test_count, is_new)
+
+    # no randomness: a variant whose members differ by bagging, its tree count re-chosen on the
+    # warm validation parts (early stopping, seed 1) and kept for every member
+    bagged = None
+    if not random and M > 1:
+        cfg_b = dict(cfg, **BAGGED)
+        booster, trees_b = train(base, cfg_b, 1, base.fit)
+        auc_b = float(roc_auc_score(y[base.val], predict(base, booster, cfg_b, base.val, trees_b)))
+        print(f"bagged variant {BAGGED}: {trees_b} trees on warm validation (seed 1), "
+              f"warm val AUC {auc_b:.4f}")
+        msb = run_members(base, refit, cfg_b, range(1, S * M + 1), num_trees=trees_b)
+        bfit, brefit = ensemble_rows(base, msb, S, M, test_count, is_new)
+        bmfit, bmrefit = member_rows(base, msb, test_count, is_new)
+        bagged = {"cfg": cfg_b, "trees": trees_b, "val_auc": auc_b, "fit": bfit, "refit": brefit,
+                  "members_fit": bmfit, "members_refit": bmrefit}
     wall = time.time() - t0
 
     def cell(rows, k):
         m, s = mean_std(rows, k)
         return f"{m:.4f} ± {s:.4f}"
 
+    def line(name, rows):
+        print(f"| {name} | " + " | ".join(cell(rows, k) for k in KEYS) + " |")
+
     print()
     print("| Row | Test AUC | < 25 | >= 25 | warm | new | log loss |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("| Count floor (user + item rate) | " + " | ".join(f"{floor[k]:.4f}" for k in KEYS) + " |")
-    print("| LightGBM, fit on train parts | " + " | ".join(cell(fit_rows, k) for k in KEYS) + " |")
-    print("| LightGBM, refit on train + warm val | "
-          + " | ".join(cell(refit_rows, k) for k in KEYS) + " |")
+    if M == 1:
+        line("LightGBM, fit on train parts", fit_rows)
+        line("LightGBM, refit on train + warm val", refit_rows)
+    else:
+        line(f"LightGBM, ensemble of {M} seeds, fit on train parts", fit_rows)
+        line(f"LightGBM, ensemble of {M} seeds, refit on train + warm val", refit_rows)
+        line(f"LightGBM, one member ({S * M} seeds), fit on train parts", mem_fit)
+        line(f"LightGBM, one member ({S * M} seeds), refit on train + warm val", mem_refit)
+    if bagged:
+        line(f"LightGBM bagged, ensemble of {M} seeds, fit on train parts", bagged["fit"])
+        line(f"LightGBM bagged, ensemble of {M} seeds, refit on train + warm val", bagged["refit"])
+        line(f"LightGBM bagged, one member ({S * M} seeds), fit on train parts",
+             bagged["members_fit"])
+        line(f"LightGBM bagged, one member ({S * M} seeds), refit on train + warm val",
+             bagged["members_refit"])
     print()
-    print(f"seeds 1..{args.seeds}; trees per seed {[r['trees'] for r in fit_rows]}; "
-          f"wall {wall:.0f} s (tuning {t_tune:.0f} s), num_threads 1")
+    if M == 1:
+        print(f"seeds 1..{S}; trees per seed {[m['trees'] for m in ms]}; ", end="")
+    else:
+        print(f"{S} groups of {M} seeds (group g: seeds g*{M}+1..g*{M}+{M}), mean ± std over the "
+              f"groups; one member: mean ± std over seeds 1..{S * M}; "
+              f"trees per seed {[m['trees'] for m in ms]}; ", end="")
+    print(f"wall {wall:.0f} s (tuning {t_tune:.0f} s, members {t_mem:.0f} s), num_threads 1")
 
     if args.json:
         out = {
@@ -423,16 +542,27 @@ def main():
             "max_trees": MAX_TREES,
             "patience": PATIENCE,
             "tuning": tuning,
+            "ensemble": M,
+            "randomness": random,
             "fit": fit_rows,
             "refit": refit_rows,
+            "members_fit": mem_fit,
+            "members_refit": mem_refit,
             "summary": {
                 "fit": {k: mean_std(fit_rows, k) for k in KEYS},
                 "refit": {k: mean_std(refit_rows, k) for k in KEYS},
+                "members_fit": {k: mean_std(mem_fit, k) for k in KEYS},
+                "members_refit": {k: mean_std(mem_refit, k) for k in KEYS},
             },
             "wall_s": wall,
             "tune_s": t_tune,
+            "members_s": t_mem,
             "lightgbm": lgb.__version__,
         }
+        if bagged:
+            for k in ("fit", "refit", "members_fit", "members_refit"):
+                bagged.setdefault("summary", {})[k] = {x: mean_std(bagged[k], x) for x in KEYS}
+            out["bagged"] = bagged
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
 
