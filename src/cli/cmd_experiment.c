@@ -148,11 +148,12 @@ int cmd_experiment(int argc, char **argv)
     lm_experiment_opts o;
     lm_experiment_opts_default(&o);
     const char *data, *out, *tables, *glr, *gk, *galpha, *gtlr, *sin, *sdrop, *stlr, *slr, *sstale;
-    uint64_t tasks, synth_seed, seeds, threads, epochs, patience, slow_grid, max_k;
+    uint64_t tasks, synth_seed, seeds, threads, epochs, patience, slow_grid, max_k, ens;
     double sw;
     int quick, force, quiet;
-    char d_tasks[32], d_seeds[32], d_epochs[32], d_pat[32], d_sw[32], d_mg[32], d_mk[32];
+    char d_tasks[32], d_seeds[32], d_epochs[32], d_pat[32], d_sw[32], d_mg[32], d_mk[32], d_ens[32];
     snprintf(d_mk, sizeof d_mk, "%u", o.max_k);
+    snprintf(d_ens, sizeof d_ens, "%u", o.ensemble);
     snprintf(d_tasks, sizeof d_tasks, "%llu", (unsigned long long)o.synth_tasks);
     snprintf(d_seeds, sizeof d_seeds, "%u", o.seeds);
     snprintf(d_epochs, sizeof d_epochs, "%u", o.epochs);
@@ -173,6 +174,8 @@ int cmd_experiment(int argc, char **argv)
          "at most N epochs per training run (early stopping decides)"},
         {"patience", CLI_U64, &patience, "N", d_pat, 0, "stop after N epochs without a better val AUC"},
         {"support-weight", CLI_F64, &sw, "W", d_sw, 0, "W of the 'LiMAML + support loss' option row"},
+        {"ensemble", CLI_U64, &ens, "M", d_ens, 0,
+         "members of the ensemble option rows (MovieLens; seeds s, S+s, ...; 0: no such rows)"},
         {"grid-lr", CLI_STR, &glr, "LIST", "0.01,0.003", 0, "outer learning rates tried on seed 1"},
         {"grid-task-lr", CLI_STR, &gtlr, "LIST", "0.1,0.3", 0,
          "inner task learning rates tried for LiMAML with an MLP meta block (others: the first)"},
@@ -224,6 +227,8 @@ int cmd_experiment(int argc, char **argv)
     o.patience = (uint32_t)patience;
     if (!(sw > 0)) return cli_usage_error(&cmd, "--support-weight must be > 0");
     o.support_weight = sw;
+    if (ens == 1 || ens > 16) return cli_usage_error(&cmd, "--ensemble must be 0 or in [2, 16]");
+    o.ensemble = (uint32_t)ens;
     if (parse_doubles("grid-lr", glr, o.grid_lr, &o.ngrid_lr) || parse_steps(gk, o.grid_k, &o.ngrid_k) ||
         parse_doubles("grid-alpha", galpha, o.grid_alpha, &o.ngrid_alpha) ||
         parse_doubles("grid-task-lr", gtlr, o.grid_task_lr, &o.ngrid_task_lr) ||

@@ -37,6 +37,7 @@ void lm_experiment_opts_default(lm_experiment_opts *o)
     o->epochs = 30;
     o->patience = 3;
     o->support_weight = 3;
+    o->ensemble = 3;
     /* 0.01 first: the slow algorithms, whose grid is cut short, get the rate that converges in
      * fewer epochs. On MovieLens their full grid cost about 90 CPU seconds more, and taking
      * 0.01 alone costs MAML 0.009 and wide-and-deep 0.001 of validation AUC (the id LiMAML
@@ -116,7 +117,16 @@ static const arm_def ARMS[LM_XP_NARMS] = {
      1, 1, LM_XP_TABLE3, 1, LM_XP_DATA_RATES},
     {"limaml_refit", "LiMAML + support loss + E[0] on the logit + item rates, refit on train + val",
      LM_TRAIN_LIMAML, "mlp:32,16", 1, 1, LM_XP_TABLE3, 1, LM_XP_DATA_REFIT},
+    {"limaml_rates_ens", "LiMAML + support loss + E[0] on the logit + item rates, ensemble", LM_TRAIN_LIMAML,
+     "mlp:32,16", 1, 1, LM_XP_TABLE3, 1, LM_XP_DATA_RATES},
+    {"limaml_refit_ens", "LiMAML + support loss + E[0] on the logit + item rates, refit, ensemble",
+     LM_TRAIN_LIMAML, "mlp:32,16", 1, 1, LM_XP_TABLE3, 1, LM_XP_DATA_REFIT},
 };
+
+static int is_ensemble_arm(int i)
+{
+    return i == LM_XP_LIMAML_RATES_ENS || i == LM_XP_LIMAML_REFIT_ENS;
+}
 
 /* Wide-and-deep is reported without adaptation only (the paper: its id embedding is the
  * personal part); every other algorithm is reported both ways. */
@@ -441,12 +451,57 @@ static int test_one(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model
     if (!rc && needs_adapt((int)(a - x->arm)))
         rc = score_test(x, a, m, ds, a->k, a->alpha, &a->test1[s], err);
     char adapted[64] = "";
-    if (!rc && (a->nadapt || a->data == LM_XP_DATA_REFIT))
+    if (!rc && (a->nadapt || a->data == LM_XP_DATA_REFIT || a->members))
         snprintf(adapted, sizeof adapted, ", adapted %.4f", a->test1[s].auc);
     if (!rc)
         lm_xp_say(x->o, "seed %u %-10s test AUC %.4f%s (training %.1f s; scoring cpu %.1f s)", s + 1, a->key,
                   a->test0[s].auc, adapted, a->rep[s].seconds, lm_xp_cpu_seconds() - c0);
     a->nseeds = s + 1;
+    return rc;
+}
+
+/* The ensemble rows of reported seed s: members j = 0..M-1 train with seed j S + s + 1 (so the
+ * groups of seeds are disjoint, and member 0 is the rates row's own model, retrained: same
+ * options and seed, the same model bit for bit) as the rates row, and each is refit on train +
+ * validation for its own best epoch; each ensemble scores the test parts as its row's single
+ * model does. Training time: the members' summed. */
+static int ensembles(lm_xp *x, lm_dataset *const *dsv, uint32_t s, lm_err *err)
+{
+    uint32_t M = x->o->ensemble, S = x->o->seeds;
+    lm_xp_arm *ar = &x->arm[LM_XP_LIMAML_RATES_ENS], *af = &x->arm[LM_XP_LIMAML_REFIT_ENS];
+    int refit = af->enabled;
+    lm_model **mr = calloc(M, sizeof *mr), **mf = calloc(M, sizeof *mf), *er = NULL, *ef = NULL;
+    int rc = mr && mf ? LM_OK : lm_err_set(err, LM_ENOMEM, "out of memory");
+    double cr = 0, cf = 0;
+    for (uint32_t j = 0; !rc && j < M; j++) {
+        uint64_t seed = (uint64_t)j * S + s + 1;
+        char *log = lm_xp_path(x->tmp_dir, "logs/%s-seed%u-member%u.jsonl", ar->key, s + 1, j + 1);
+        lm_train_report rr, rf;
+        double c1 = lm_xp_cpu_seconds();
+        rc = log ? train_one(x, dsv[ar->data], ar, ar->lr, ar->task_lr, seed, log, &mr[j], &rr, err)
+                 : lm_err_set(err, LM_ENOMEM, "out of memory");
+        cr += lm_xp_cpu_seconds() - c1;
+        free(log);
+        if (!rc && j == 0) ar->rep[s] = rr, ar->rep[s].seconds = 0;
+        if (!rc) ar->rep[s].seconds += rr.seconds;
+        if (rc || !refit) continue;
+        log = lm_xp_path(x->tmp_dir, "logs/%s-seed%u-member%u.jsonl", af->key, s + 1, j + 1);
+        c1 = lm_xp_cpu_seconds();
+        rc = log ? train_refit(x, dsv[af->data], af, &rr, seed, log, &mf[j], &rf, err)
+                 : lm_err_set(err, LM_ENOMEM, "out of memory");
+        cf += lm_xp_cpu_seconds() - c1;
+        free(log);
+        if (!rc && j == 0) af->rep[s] = rf, af->rep[s].seconds = 0;
+        if (!rc) af->rep[s].seconds += rf.seconds;
+    }
+    ar->train_cpu[s] = cr, af->train_cpu[s] = cf;
+    if (!rc && (rc = lm_model_ensemble(&er, mr, M, err)) == LM_OK) memset(mr, 0, M * sizeof *mr);
+    if (!rc) rc = test_one(x, dsv[ar->data], ar, er, s, err);
+    if (!rc && refit && (rc = lm_model_ensemble(&ef, mf, M, err)) == LM_OK) memset(mf, 0, M * sizeof *mf);
+    if (!rc && refit) rc = test_one(x, dsv[af->data], af, ef, s, err);
+    for (uint32_t j = 0; j < M && mr && mf; j++) lm_model_free(mr[j]), lm_model_free(mf[j]);
+    free(mr), free(mf);
+    lm_model_free(er), lm_model_free(ef);
     return rc;
 }
 
@@ -645,9 +700,13 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
         a->option_row = ARMS[i].option_row;
         a->data = ARMS[i].data;
         a->enabled = (ARMS[i].tables & o->tables) != 0 && dsv[a->data] != NULL;
+        if (is_ensemble_arm(i) && o->ensemble < 2) a->enabled = 0;
+        a->members = is_ensemble_arm(i) ? o->ensemble : 0;
         /* the sweeps are built around plain (their gains' base) and LiMAML */
         if ((i == LM_XP_PLAIN || i == LM_XP_LIMAML) && (o->tables & LM_XP_TABLES_SWEEP)) a->enabled = 1;
-        if (ARMS[i].data != LM_XP_DATA_PROTOCOL)
+        if (is_ensemble_arm(i))
+            snprintf(a->label, sizeof a->label, "%s of %u", ARMS[i].label, o->ensemble);
+        else if (ARMS[i].data != LM_XP_DATA_PROTOCOL)
             snprintf(a->label, sizeof a->label, "%s", ARMS[i].label);
         else if (ARMS[i].with_support_loss && ARMS[i].emb_logit)
             snprintf(a->label, sizeof a->label, "LiMAML + support loss (w = %g) + E[0] on the logit",
@@ -663,8 +722,9 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     double tg = lm_now();
     for (int i = 0; !rc && i < LM_XP_NARMS; i++) {
         if (!x->arm[i].enabled) continue;
-        if (i == LM_XP_LIMAML_REFIT) {
-            /* nothing is chosen on a refit: there is no validation part left to choose on */
+        if (i == LM_XP_LIMAML_REFIT || is_ensemble_arm(i)) {
+            /* nothing is chosen on a refit: there is no validation part left to choose on;
+             * an ensemble's members are the rates row's configuration with other seeds */
             const lm_xp_arm *c = &x->arm[LM_XP_LIMAML_RATES];
             x->arm[i].lr = c->lr, x->arm[i].task_lr = c->task_lr, x->arm[i].k = c->k,
             x->arm[i].alpha = c->alpha;
@@ -683,7 +743,11 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     for (uint32_t s = 0; !rc && s < o->seeds; s++)
         for (int i = 0; !rc && i < LM_XP_NARMS; i++) {
             lm_xp_arm *a = &x->arm[i];
-            if (!a->enabled) continue;
+            if (!a->enabled || i == LM_XP_LIMAML_REFIT_ENS) continue; /* made with the rates one */
+            if (i == LM_XP_LIMAML_RATES_ENS) {
+                rc = ensembles(x, dsv, s, err);
+                continue;
+            }
             if (s == 0 && i != LM_XP_LIMAML_REFIT) {
                 rc = test_one(x, dsv[a->data], a, seed1[i], 0, err);
                 if (keep && i == LM_XP_LIMAML)

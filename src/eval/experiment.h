@@ -58,6 +58,7 @@ typedef struct lm_experiment_opts {
     uint32_t epochs;      /* at most this many epochs; early stopping decides */
     uint32_t patience;
     double support_weight; /* w of the "LiMAML + support loss" option row */
+    uint32_t ensemble;     /* members of the ensemble option rows (MovieLens; < 2: none) */
     /* The grid searched on seed 1 (warm validation only): outer learning rates, then the
      * adaptation steps and task learning rates of the chosen model. */
     double grid_lr[LM_XP_MAX_GRID];
@@ -128,8 +129,9 @@ typedef struct lm_xp_arm {
     int emb_logit; /* lm_train_opts.emb_logit */
     int tables;    /* tables that need it */
     int enabled;
-    int option_row; /* an improvement beyond the paper, reported as its own rows */
-    int data;       /* LM_XP_DATA_... */
+    int option_row;   /* an improvement beyond the paper, reported as its own rows */
+    int data;         /* LM_XP_DATA_... */
+    uint32_t members; /* an ensemble row's members (seeds s, S + s, ...); 0: one network */
 
     /* grid, seed 1: training runs (lr x inner task lr), then adaptation points (k x alpha) */
     size_t ngrid;
@@ -173,6 +175,11 @@ enum {
      * (prepare --refit), the test parts adapted on train + validation: the final fit a
      * practitioner makes once the settings are chosen */
     LM_XP_LIMAML_REFIT,
+    /* ensembles of `ensemble` members of the two rows above, each member another seed
+     * (reported seed s: seeds s, S + s, 2S + s, ...), the mean of their logits
+     * (lm_model_ensemble): what a practitioner does with models whose seeds disagree */
+    LM_XP_LIMAML_RATES_ENS,
+    LM_XP_LIMAML_REFIT_ENS,
     LM_XP_NARMS
 };
 /* Which dataset an arm trains on. */

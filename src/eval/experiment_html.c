@@ -9,8 +9,9 @@
 #include <math.h>
 #include <string.h>
 
-static const char *COLORS[LM_XP_NARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#17becf", "#ff7f0e",
-                                          "#8c564b", "#aec7e8", "#7f7f7f", "#bcbd22", "#e377c2"};
+static const char *COLORS[LM_XP_NARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#17becf",
+                                          "#ff7f0e", "#8c564b", "#aec7e8", "#7f7f7f", "#bcbd22",
+                                          "#e377c2", "#98df8a", "#ff9896"};
 
 static void esc(lm_xp_buf *b, const char *s)
 {

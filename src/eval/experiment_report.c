@@ -120,7 +120,7 @@ void lm_xp_build_rows(lm_xp *x)
                 "Count floor, a warm task's rate from its train part only");
         for (int a = LM_XP_PLAIN; a <= LM_XP_LIMAML_SWL; a++)
             for (int ad = 0; ad < 2; ad++) add_row(x, 3, LM_XP_ROW_ARM, a, ad, x->arm[a].label);
-        for (int a = LM_XP_PLAIN_RATES; a <= LM_XP_LIMAML_REFIT; a++)
+        for (int a = LM_XP_PLAIN_RATES; a <= LM_XP_LIMAML_REFIT_ENS; a++)
             if (x->arm[a].enabled)
                 for (int ad = 0; ad < 2; ad++) add_row(x, 3, LM_XP_ROW_ARM, a, ad, x->arm[a].label);
     }
@@ -635,7 +635,18 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
             }
             double ep[LM_XP_MAX_SEEDS];
             for (uint32_t s = 0; s < a->nseeds; s++) ep[s] = a->rep[s].best_epoch;
+            /* an ensemble: member 0's (the single row's model of that seed) */
             cJSON_AddItemToObject(h, "best_epoch_per_seed", cJSON_CreateDoubleArray(ep, (int)a->nseeds));
+            if (a->members) {
+                cJSON_AddNumberToObject(h, "members", a->members);
+                cJSON *ms = cJSON_AddArrayToObject(h, "member_seeds_per_seed");
+                for (uint32_t s = 0; s < a->nseeds; s++) {
+                    cJSON *one = cJSON_CreateArray();
+                    for (uint32_t j = 0; j < a->members; j++)
+                        cJSON_AddItemToArray(one, cJSON_CreateNumber((double)j * x->o->seeds + s + 1));
+                    cJSON_AddItemToArray(ms, one);
+                }
+            }
         } else {
             cJSON *h = cJSON_AddObjectToObject(o, "hyperparameters");
             cJSON_AddNumberToObject(h, "pseudo_examples", 5);
@@ -696,7 +707,7 @@ int lm_xp_write_json(const lm_xp *x, const char *path, lm_err *err)
         cJSON_AddNumberToObject(o, "task_lr", a->task_lr);
         cJSON_AddNumberToObject(o, "adapt_steps", a->k);
         cJSON_AddNumberToObject(o, "adapt_task_lr", a->alpha);
-        if (a->data == LM_XP_DATA_REFIT) /* nothing is chosen on a refit: no validation part */
+        if (a->data == LM_XP_DATA_REFIT || a->members) /* nothing chosen: the rates row's choice */
             cJSON_AddNullToObject(o, "val_auc_no_adaptation");
         else
             cJSON_AddNumberToObject(o, "val_auc_no_adaptation", a->noadapt_val);

@@ -210,6 +210,18 @@ for k in ('lr', 'task_lr', 'adapt_steps', 'adapt_task_lr', 'support_weight', 'em
 assert ra['emb_logit'] and ra['support_weight'] > 0
 assert rf['best_epoch_per_seed'] == ra['best_epoch_per_seed'], (rf, ra)
 assert 'refit' in t3[('limaml_refit', True)]['label'] and 'item rates' in t3[('limaml_rates', True)]['label']
+# the ensembles of 3 (the default): the rates row's configuration, members from disjoint seeds,
+# member 0 being the single row's own model (its best epochs); the refit's as the refit row
+for a, single in (('limaml_rates_ens', 'limaml_rates'), ('limaml_refit_ens', 'limaml_refit')):
+    for d in (False, True):
+        assert (a, d) in t3 and t3[(a, d)]['option_row'], (a, d)
+    h, hs = t3[(a, True)]['hyperparameters'], t3[(single, True)]['hyperparameters']
+    for k in ('lr', 'task_lr', 'adapt_steps', 'adapt_task_lr', 'support_weight', 'emb_logit'):
+        assert h[k] == hs[k], (a, k)
+    assert h['members'] == 3 and h['member_seeds_per_seed'] == [[1, 3, 5], [2, 4, 6]], h
+    assert h['best_epoch_per_seed'] == hs['best_epoch_per_seed'], (h, hs)
+    assert 'ensemble of 3' in t3[(a, True)]['label']
+    assert t3[(a, True)]['train_seconds']['mean'] > t3[(single, True)]['train_seconds']['mean']
 "
     check "  the option datasets are not left in the output" test ! -e "$TMP/t3ml/dataset-rates" -a ! -e "$TMP/t3ml/dataset-refit"
 else

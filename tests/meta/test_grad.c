@@ -25,7 +25,8 @@
 static lm_rng rng;
 
 /* a prefix naming the checks of the second pass, with lm_net_config.emb_logit on */
-#define EL (check_emb_dot ? (check_emb_logit ? "emb_logit+dot " : "emb_dot ") : check_emb_logit ? "emb_logit " : "")
+#define EL                                                                                                   \
+    (check_emb_dot ? (check_emb_logit ? "emb_logit+dot " : "emb_dot ") : check_emb_logit ? "emb_logit " : "")
 
 typedef struct problem {
     lm_net n;
