@@ -124,7 +124,15 @@ static void grid_md(lm_xp_buf *b, const lm_xp *x)
         double best = NAN;
         for (size_t j = 0; j < a->nadapt; j++)
             if (a->adapt_k[j] == a->k && a->adapt_alpha[j] == a->alpha) best = a->adapt_val[j];
-        if (a->data == LM_XP_DATA_REFIT)
+        if (a->members)
+            lm_xp_printf(b,
+                         "the item-rates row's, %u members (seeds s, %u + s, ...), each %s; adapted k %u, α "
+                         "%.3g%s | — | — |\n",
+                         a->members, x->o->seeds,
+                         a->data == LM_XP_DATA_REFIT ? "refit for its own best epoch"
+                                                     : "early-stopped on its own",
+                         a->k, a->alpha, a->data == LM_XP_DATA_REFIT ? " on train + val" : "");
+        else if (a->data == LM_XP_DATA_REFIT)
             lm_xp_printf(
                 b,
                 "the row above's, and its best epoch per seed; adapted k %u, α %.3g on train + val | "
@@ -331,6 +339,13 @@ int lm_xp_write_md(const lm_xp *x, const char *path, lm_err *err)
         "- Per-epoch logs of every training run are in `logs/` (the grid's in `logs/grid/`); "
         "`results.json` holds one object per table row and `run.json` the grids and patterns.\n"
         "- The row \"+ E[0] on the logit\" is the independent implementation's second change (the meta "
-        "embedding also shifts the output logit; `limaml train --emb-logit`).\n");
+        "embedding also shifts the output logit; `limaml train --emb-logit`).\n"
+        "- An \"ensemble of M\" row averages the logits of M networks of its single row's configuration "
+        "trained with other seeds (reported seed s: seeds s, S + s, 2S + s, ...), each adapted and embedded "
+        "on "
+        "its own (`limaml ensemble`, docs/META.md \"Ensembles\"); it is servable (the store holds the "
+        "members' embeddings end to end) at M times the scoring and embedding cost. Its training time is the "
+        "members' summed; the best epochs listed are its first member's. The tree model it is compared with "
+        "was averaged over seeds the same way (tools/tree_baseline.py --ensemble 3).\n");
     return lm_xp_buf_write(&b, path, err);
 }
