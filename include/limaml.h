@@ -486,8 +486,10 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
 
 /* Adapt the model's meta block to one task (k steps at alpha on its rows of `adapt_from`;
  * UINT32_MAX steps and task_lr <= 0: the model's own) and write its meta embedding, pooled as
- * `pool` says (LM_POOL_LATEST: the output on the latest adaptation example), into emb: (E).
- * The same computation as lm_embed's, bit for bit. */
+ * `pool` says (LM_POOL_LATEST: the output on the latest adaptation example), into emb:
+ * (lm_model_emb_dim). An ensemble writes each member's embedding, computed as for that member
+ * alone (its own steps and rate unless given), at emb + i E. The same computation as
+ * lm_embed's, bit for bit. */
 int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32_t steps, double task_lr,
                   int adapt_from, int pool, float *emb, lm_err *err);
 /* The task's index in the dataset, or LM_ENOTFOUND. */
@@ -684,7 +686,8 @@ typedef struct lm_embed_report {
 
 /* Compute every task's meta embedding and publish them as one new version of the store; on
  * any error the version is dropped and the current one keeps serving. Memory: one chunk of
- * tasks at a time, whatever the number of tasks. */
+ * tasks at a time, whatever the number of tasks. An ensemble stores per task its members'
+ * embeddings end to end (lm_model_emb_dim floats; lm_adapt_task's vector). */
 int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_embed_opts *o,
              lm_embed_report *rep, lm_err *err);
 

@@ -15,7 +15,8 @@ int cmd_ensemble(int argc, char **argv)
         "The ensemble scores a row with the mean of its members' logits, each member adapted and\n"
         "embedded on its own; its meta embedding is the members' end to end (members x E floats),\n"
         "so `limaml embed` writes it to the store as one vector and `limaml serve` splits it again.\n"
-        "Every command that takes a model takes an ensemble (docs/META.md \"Ensembles\").",
+        "Every command that takes a model takes an ensemble but `limaml bench embed` (docs/META.md\n"
+        "\"Ensembles\"; docs/EMBED.md and docs/SERVE.md on embedding and serving one).",
     };
     const char *out;
     cli_list in = {0};
@@ -24,8 +25,14 @@ int cmd_ensemble(int argc, char **argv)
         {0},
     };
     int pr = cli_parse(&cmd, opts, argc, argv, &in);
-    if (pr) return pr == 1 ? 0 : 2;
-    if (in.n < 2) return cli_usage_error(&cmd, "give at least 2 member model files, not %zu", in.n);
+    if (pr) {
+        free(in.v);
+        return pr == 1 ? 0 : 2;
+    }
+    if (in.n < 2) {
+        free(in.v);
+        return cli_usage_error(&cmd, "give at least 2 member model files, not %zu", in.n);
+    }
     lm_err err = {0};
     lm_model **mem = calloc(in.n, sizeof *mem), *e = NULL;
     int rc = mem ? LM_OK : lm_err_set(&err, LM_ENOMEM, "out of memory");
@@ -46,5 +53,6 @@ int cmd_ensemble(int argc, char **argv)
     lm_model_free(e);
     for (size_t i = 0; i < loaded && mem; i++) lm_model_free(mem[i]);
     free(mem);
+    free(in.v);
     return rc ? cli_fail(&err) : 0;
 }

@@ -4,11 +4,12 @@
  * batch by one thread while the others compute the next chunk. The store's publish is the one
  * durable point: a run that fails or is killed leaves the previous version serving. Memory: a
  * partition's task order and its sort buffer (16 bytes a task each), a 1 MB sample of keys, two
- * chunks of vectors and one workspace per thread, whatever the number of tasks. */
+ * chunks of vectors and one workspace per thread, whatever the number of tasks. An ensemble
+ * stores per task its members' embeddings end to end, each computed as for that member alone
+ * (a workspace per member and thread; n members cost n times the computing). */
 #include "meta/batch_embed.h"
 #include "meta/model.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -49,14 +50,6 @@ static void gather(lm_rows_f32 *r, const lm_dataset *ds, const lm_task *t, int a
         if (r->ncat) memcpy(r->cat + j * r->ncat, v.cat, r->ncat * sizeof(uint32_t));
         r->label[j] = v.label;
     }
-}
-
-/* The model's identity in the store: a hash of its parameters and algorithm. */
-static void model_id(const lm_model *m, char *out, size_t n)
-{
-    uint64_t a = lm_hash64(m->theta_m, m->net.meta_np * sizeof(float), 1);
-    uint64_t b = lm_hash64(m->theta_g, m->net.global_np * sizeof(float), a);
-    snprintf(out, n, "%s:%016" PRIx64, lm_train_algo_name(m->algo), b);
 }
 
 /* ============================================================================================
@@ -194,57 +187,85 @@ static size_t choose_splitters(const lm_dataset *ds, size_t cap, keyrec *split, 
  * (16 K rows: 4 MB per thread for the default net); larger tasks recompute it, same bits. */
 #define EMBED_KEEP_ROWS 16384
 
-typedef struct task_embedder {
+/* One network's engine in one thread: a single model is its own one member; an ensemble has
+ * one per member, each with the member's plan, workspace, steps and rate, so a member's part of
+ * the vector is what lm_embed computes for that member alone (and lm_adapt_task's). */
+typedef struct member_embedder {
     const lm_model *m;
     const lm_meta_embed_plan *plan; /* NULL: the reference */
     lm_meta_embed_ws *ews;
     lm_meta_ws_f32 rws;
     float *tm, *scratch;
-    lm_rows_f32 r;
+    uint32_t steps;
+    double alpha;
+} member_embedder;
+
+typedef struct task_embedder {
+    size_t nm;
+    member_embedder *mem; /* (nm) */
+    lm_rows_f32 r;        /* the task's rows, read by every member */
 } task_embedder;
 
 static void embedder_free(task_embedder *te)
 {
-    lm_meta_embed_ws_free(te->ews);
-    lm_meta_ws_free_f32(&te->rws);
+    for (size_t i = 0; te->mem && i < te->nm; i++) {
+        member_embedder *me = &te->mem[i];
+        lm_meta_embed_ws_free(me->ews);
+        lm_meta_ws_free_f32(&me->rws);
+        free(me->tm), free(me->scratch);
+    }
+    free(te->mem);
     lm_rows_free_f32(&te->r);
-    free(te->tm), free(te->scratch);
     memset(te, 0, sizeof *te);
 }
 
-static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_embed_plan *plan, size_t maxrows,
-                         lm_err *err)
+/* plans: (lm_model_nmembers(m)) member i's plan, NULL for the reference. */
+static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_embed_plan *const *plans,
+                         const lm_embed_opts *o, size_t maxrows, lm_err *err)
 {
     const lm_net *net = &m->net;
     memset(te, 0, sizeof *te);
-    te->m = m, te->plan = plan;
-    int rc = lm_rows_alloc_f32(&te->r, net->nmeta, net->ndense, net->ncat, maxrows, err);
-    if (!rc && plan)
-        rc = lm_meta_embed_ws_alloc(&te->ews, net, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
-    if (!rc && !plan) {
-        te->tm = malloc((net->meta_task_np + 1) * sizeof(float));
-        te->scratch = malloc((maxrows * net->E + 1) * sizeof(float));
-        rc = !te->tm || !te->scratch ? lm_err_set(err, LM_ENOMEM, "out of memory")
-                                     : lm_meta_ws_alloc_f32(&te->rws, net, maxrows, 1, 0, err);
+    te->nm = lm_model_nmembers(m);
+    te->mem = calloc(te->nm, sizeof *te->mem);
+    int rc = te->mem ? lm_rows_alloc_f32(&te->r, net->nmeta, net->ndense, net->ncat, maxrows, err)
+                     : lm_err_set(err, LM_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < te->nm; i++) {
+        member_embedder *me = &te->mem[i];
+        me->m = lm_model_member(m, i), me->plan = plans[i];
+        me->steps = o->steps == UINT32_MAX ? me->m->inner_steps : o->steps;
+        me->alpha = o->task_lr > 0 ? o->task_lr : me->m->task_lr;
+        const lm_net *mn = &me->m->net;
+        if (me->plan)
+            rc = lm_meta_embed_ws_alloc(&me->ews, mn, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
+        if (!rc && !me->plan) {
+            me->tm = malloc((mn->meta_task_np + 1) * sizeof(float));
+            me->scratch = malloc((maxrows * mn->E + 1) * sizeof(float));
+            rc = !me->tm || !me->scratch ? lm_err_set(err, LM_ENOMEM, "out of memory")
+                                         : lm_meta_ws_alloc_f32(&me->rws, mn, maxrows, 1, 0, err);
+        }
     }
     if (rc) embedder_free(te);
     return rc;
 }
 
-/* The embedding of te->r, task key `key`, into out: (E). */
-static void embedder_run(task_embedder *te, const char *key, size_t klen, uint32_t steps, double alpha,
-                         int pool, float *out)
+/* The embedding of te->r, task key `key`, into out: (E) per member, end to end. */
+static void embedder_run(task_embedder *te, const char *key, size_t klen, int pool, float *out)
 {
-    const lm_net *net = &te->m->net;
-    if (te->plan) {
-        lm_meta_embed_f32(te->plan, te->ews, &te->r, steps, alpha, pool, out);
-        return;
+    for (size_t i = 0; i < te->nm; i++) {
+        member_embedder *me = &te->mem[i];
+        const lm_net *net = &me->m->net;
+        if (me->plan) {
+            lm_meta_embed_f32(me->plan, me->ews, &te->r, me->steps, me->alpha, pool, out);
+        } else {
+            size_t off = net->cfg.meta_kind == LM_NET_META_ID
+                             ? lm_net_meta_slice(net, lm_model_id_row(me->m, key, klen))
+                             : 0;
+            memcpy(me->tm, me->m->theta_m + off, net->meta_task_np * sizeof(float));
+            lm_meta_task_embedding(net, &me->rws, me->tm, me->m->theta_g, &te->r, me->steps, me->alpha, pool,
+                                   me->scratch, out);
+        }
+        out += net->E;
     }
-    size_t off =
-        net->cfg.meta_kind == LM_NET_META_ID ? lm_net_meta_slice(net, lm_model_id_row(te->m, key, klen)) : 0;
-    memcpy(te->tm, te->m->theta_m + off, net->meta_task_np * sizeof(float));
-    lm_meta_task_embedding(net, &te->rws, te->tm, te->m->theta_g, &te->r, steps, alpha, pool, te->scratch,
-                           out);
 }
 
 /* ============================================================================================
@@ -267,10 +288,9 @@ typedef struct embed_run {
     lm_store_writer *w;
     const lm_embed_opts *o;
     lm_embed_report *rep;
-    const lm_meta_embed_plan *plan; /* NULL: the reference */
-    uint32_t steps;
-    double alpha, since, t0;
-    size_t E, chunk, maxrows;
+    const lm_meta_embed_plan *const *plans; /* (members) NULL: the reference */
+    double since, t0;
+    size_t E, chunk, maxrows; /* E: the stored width (lm_model_emb_dim) */
     int threads;
     const char *row0; /* the first row's address and the rows' stride, for prefetching */
     size_t row_bytes;
@@ -339,7 +359,7 @@ static void embed_one(embed_run *x, task_embedder *te, chunk_buf *b, size_t i)
     }
     size_t klen;
     const char *key = lm_dataset_task_key(x->ds, k, &klen);
-    embedder_run(te, key, klen, x->steps, x->alpha, o->pool, b->vec + i * x->E);
+    embedder_run(te, key, klen, o->pool, b->vec + i * x->E);
     b->state[i] = 1;
 }
 
@@ -368,7 +388,7 @@ static void run_partition(embed_run *x, const keyrec *part, size_t np, uint64_t 
     {
         task_embedder te;
         lm_err e = {0};
-        int r2 = embedder_init(&te, x->m, x->plan, x->maxrows, &e);
+        int r2 = embedder_init(&te, x->m, x->plans, x->o, x->maxrows, &e);
 #pragma omp critical
         if (r2 && !x->fail) {
             x->fail = r2;
@@ -482,18 +502,13 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
     int rc = lm_model_check_dataset(m, ds, err);
     if (rc) return rc;
     if (!o->version) return lm_err_set(err, LM_EINVAL, "embed: a version name is needed");
-    if (lm_model_nmembers(m) > 1)
-        return lm_err_set(err, LM_EINVAL, "embed: this build does not write an ensemble's embeddings yet");
     if (o->pool < LM_POOL_LATEST || o->pool > LM_POOL_COS)
         return lm_err_set(err, LM_EINVAL, "embed: unknown pooling");
     if (!(o->window_days >= 0)) return lm_err_set(err, LM_EINVAL, "--window-days must be >= 0");
-    const lm_net *net = &m->net;
     embed_run x;
     memset(&x, 0, sizeof x);
     x.m = m, x.ds = ds, x.store = store, x.o = o, x.rep = rep, x.t0 = t0;
-    x.E = net->E, x.chunk = o->chunk ? o->chunk : 16384;
-    x.steps = o->steps == UINT32_MAX ? m->inner_steps : o->steps;
-    x.alpha = o->task_lr > 0 ? o->task_lr : m->task_lr;
+    x.E = lm_model_emb_dim(m), x.chunk = o->chunk ? o->chunk : 16384;
     x.threads = o->threads > 0 ? o->threads : omp_get_max_threads();
     uint64_t ntasks = lm_dataset_ntasks(ds);
     rep->tasks = ntasks;
@@ -513,17 +528,24 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
         x.row0 = (const char *)lm_dataset_row(ds, 0).meta;
         x.row_bytes = (size_t)((const char *)lm_dataset_row(ds, 1).meta - x.row0);
     }
-    lm_meta_embed_plan *plan = NULL;
-    if (lm_meta_embed_supported(net, NULL) == LM_OK &&
-        (rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err)))
-        return rc;
-    x.plan = plan;
+    /* one plan per member (the members share the architecture, so all or none are fast) */
+    size_t nm = lm_model_nmembers(m);
+    lm_meta_embed_plan **plans = calloc(nm, sizeof *plans);
+    if (!plans) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nm; i++) {
+        const lm_model *mi = lm_model_member(m, i);
+        if (lm_meta_embed_supported(&mi->net, NULL) == LM_OK)
+            rc = lm_meta_embed_plan_alloc(&plans[i], &mi->net, mi->theta_m, mi->theta_g, LM_BATCH_KERNEL_AUTO,
+                                          err);
+    }
+    x.plans = (const lm_meta_embed_plan *const *)plans;
 
     char id[LM_STORE_MODEL_ID_MAX + 1];
-    model_id(m, id, sizeof id);
-    rc = lm_store_begin_version(store, o->version, (uint32_t)x.E, o->encoding, id, &x.w, err);
+    lm_model_id(m, id, sizeof id);
+    if (!rc) rc = lm_store_begin_version(store, o->version, (uint32_t)x.E, o->encoding, id, &x.w, err);
     if (rc) {
-        lm_meta_embed_plan_free(plan);
+        for (size_t i = 0; i < nm; i++) lm_meta_embed_plan_free(plans[i]);
+        free(plans);
         return rc;
     }
     size_t cap = (size_t)LM_MIN((uint64_t)EMBED_PART_CHUNKS * x.chunk, ntasks ? ntasks : 1);
@@ -568,7 +590,8 @@ int lm_embed(const lm_model *m, const lm_dataset *ds, lm_store *store, const lm_
         lm_store_abort(x.w);
     for (int i = 0; i < 2; i++) free(x.buf[i].vec), free(x.buf[i].state);
     free(part), free(tmp), free(split), free(x.keys), free(x.lens), free(x.packed);
-    lm_meta_embed_plan_free(plan);
+    for (size_t i = 0; i < nm; i++) lm_meta_embed_plan_free(plans[i]);
+    free(plans);
     rep->seconds = lm_now() - t0;
     rep->tasks_per_s = rep->seconds > 0 ? (double)ntasks / rep->seconds : 0;
     return rc;

@@ -304,8 +304,16 @@ int lm_adapt_task(const lm_model *m, const lm_dataset *ds, uint64_t task, uint32
         return lm_err_set(err, LM_EINVAL, "adapt: task %llu out of range", (unsigned long long)task);
     if (pool < LM_POOL_LATEST || pool > LM_POOL_COS)
         return lm_err_set(err, LM_EINVAL, "adapt: unknown pooling");
-    if (lm_model_nmembers(m) > 1)
-        return lm_err_set(err, LM_EINVAL, "adapt: this build does not adapt an ensemble yet");
+    size_t nm = lm_model_nmembers(m);
+    if (nm > 1) {
+        /* an ensemble: each member adapted as if it were given alone (its own default steps and
+         * rate unless given), its embedding at emb + i E; lm_embed stores the same */
+        for (size_t i = 0; !rc && i < nm; i++) {
+            const lm_model *mi = lm_model_member(m, i);
+            rc = lm_adapt_task(mi, ds, task, steps, task_lr, adapt_from, pool, emb + i * mi->net.E, err);
+        }
+        return rc;
+    }
     const lm_net *net = &m->net;
     const lm_task *k = lm_dataset_task(ds, task);
     if (steps == UINT32_MAX) steps = m->inner_steps;

@@ -6,6 +6,7 @@
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,6 +89,23 @@ const lm_model *lm_model_member(const lm_model *m, size_t i)
 {
     LM_ASSERT(i < lm_model_nmembers(m));
     return m->nmembers ? m->member[i] : m;
+}
+
+/* One hash chained over each member's theta_m then theta_g, so a single network's id is what it
+ * always was and an ensemble's changes with any member's weights or their order. */
+void lm_model_id(const lm_model *m, char *out, size_t n)
+{
+    size_t nm = lm_model_nmembers(m);
+    uint64_t h = 1;
+    for (size_t i = 0; i < nm; i++) {
+        const lm_model *x = lm_model_member(m, i);
+        h = lm_hash64(x->theta_m, x->net.meta_np * sizeof(float), h);
+        h = lm_hash64(x->theta_g, x->net.global_np * sizeof(float), h);
+    }
+    if (nm > 1)
+        snprintf(out, n, "%s:ensemble%zu:%016" PRIx64, lm_train_algo_name(m->algo), nm, h);
+    else
+        snprintf(out, n, "%s:%016" PRIx64, lm_train_algo_name(m->algo), h);
 }
 
 /* Members must compute the same function shape: the same sizes everywhere (so a store row of

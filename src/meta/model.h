@@ -33,6 +33,11 @@ struct lm_model {
 
 /* A model with fresh buffers for `net` (parameters zero). */
 int lm_model_new(lm_model **out, const lm_net *net, int algo, const lm_schema *schema, lm_err *err);
+/* The model's identity as `limaml embed` records it in each store version and `limaml serve`
+ * shows it: "<algo>:<hash of theta_m, theta_g>", an ensemble "<algo>:ensemble<n>:<hash>" with
+ * the hash chained over its members in order. out: (n) bytes, LM_STORE_MODEL_ID_MAX + 1 is
+ * enough. */
+void lm_model_id(const lm_model *m, char *out, size_t n);
 /* The id-table row of a task key: its own row, or the default row (nid) when unseen. */
 size_t lm_model_id_row(const lm_model *m, const char *key, size_t len);
 /* Parse "mlp:32,16" / "id:16" (meta) and "mlp:64,32" (global) into a config. */

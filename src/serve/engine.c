@@ -1,5 +1,8 @@
 /* engine.c: a served model: loading, packing the global block for the row kernel, the schema
- * check of a reload, per-thread scratch, the cold-start embedding and scoring.
+ * check of a reload, per-thread scratch, the cold-start embedding and scoring. An ensemble
+ * (lm_model_ensemble) is served member by member: each packs its global block, reads its slice
+ * of the stored vector (or computes its own cold start) and gives its logits; the score is the
+ * sigmoid of their mean, as lm_evaluate computes it. n members cost n times the global block.
  *
  * Two engines score the same thing. The reference is lm_net_predict_emb_f32, the global block
  * exactly as evaluation runs it. The fast engine (the default) packs the global block once per
@@ -8,7 +11,6 @@
  * give the same bits. The two engines agree to float rounding (tests/serve checks 1e-5). */
 #include "serve/serve.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,14 +22,6 @@
 static size_t pad_vw(size_t x)
 {
     return (x + LM_SRV_VW - 1) / LM_SRV_VW * LM_SRV_VW;
-}
-
-/* The model's identity, as lm_embed records it in each version (embed.c's model_id). */
-static void model_id(const lm_model *m, char *out, size_t n)
-{
-    uint64_t a = lm_hash64(m->theta_m, m->net.meta_np * sizeof(float), 1);
-    uint64_t b = lm_hash64(m->theta_g, m->net.global_np * sizeof(float), a);
-    snprintf(out, n, "%s:%016" PRIx64, lm_train_algo_name(m->algo), b);
 }
 
 static int pack_global(lm_srv_pack *p, const lm_net *net, const float *theta_g, lm_err *err)
@@ -92,10 +86,6 @@ int lm_srv_kernel_pick(void)
 int lm_srv_model_wrap(lm_srv_model **out, lm_model *m, const char *path, int engine, lm_err *err)
 {
     *out = NULL;
-    if (lm_model_nmembers(m) > 1) {
-        lm_model_free(m);
-        return lm_err_set(err, LM_EINVAL, "serve: %s: this build does not serve an ensemble yet", path);
-    }
     lm_srv_model *sm = calloc(1, sizeof *sm);
     if (!sm || !(sm->path = lm_strdup(path))) {
         free(sm);
@@ -105,12 +95,21 @@ int lm_srv_model_wrap(lm_srv_model **out, lm_model *m, const char *path, int eng
     sm->m = m;
     sm->net = &m->net;
     sm->schema = m->schema;
+    sm->nm = lm_model_nmembers(m);
+    sm->E = lm_model_emb_dim(m);
     sm->engine = engine;
     sm->kernel = lm_srv_kernel_pick();
     sm->binary = sm->net->cfg.loss == LM_NET_LOSS_BCE;
     atomic_init(&sm->refs, 1);
-    model_id(m, sm->id, sizeof sm->id);
-    int rc = pack_global(&sm->pack, sm->net, m->theta_g, err);
+    lm_model_id(m, sm->id, sizeof sm->id);
+    /* an ensemble: each member's global block packed on its own (the same shapes) */
+    sm->mem = calloc(sm->nm, sizeof *sm->mem);
+    int rc = sm->mem ? LM_OK : lm_err_set(err, LM_ENOMEM, "serve: out of memory");
+    for (size_t i = 0; rc == LM_OK && i < sm->nm; i++) {
+        const lm_model *mi = lm_model_member(m, i);
+        sm->mem[i].m = mi;
+        rc = pack_global(&sm->mem[i].pack, &mi->net, mi->theta_g, err);
+    }
     if (rc != LM_OK) {
         lm_srv_model_free(sm);
         return rc;
@@ -130,7 +129,8 @@ int lm_srv_model_load(lm_srv_model **out, const char *path, int engine, lm_err *
 void lm_srv_model_free(lm_srv_model *sm)
 {
     if (!sm) return;
-    free(sm->pack.mem);
+    for (size_t i = 0; sm->mem && i < sm->nm; i++) free(sm->mem[i].pack.mem);
+    free(sm->mem);
     lm_model_free(sm->m);
     free(sm->path);
     free(sm);
@@ -179,7 +179,8 @@ void lm_srv_ws_free(lm_srv_ws *w)
     if (!w) return;
     lm_rows_free_f32(&w->rows);
     lm_meta_ws_free_f32(&w->mws);
-    free(w->meta), free(w->emb), free(w->z), free(w->base), free(w->h), free(w->seen), free(w->str);
+    free(w->meta), free(w->emb), free(w->z), free(w->zm), free(w->base), free(w->h), free(w->seen);
+    free(w->str);
     lm_srv_buf_free(&w->out);
     memset(w, 0, sizeof *w);
 }
@@ -204,13 +205,16 @@ int lm_srv_ws_prepare(lm_srv_ws *w, const lm_srv_model *sm, size_t cap, lm_err *
     }
     const lm_schema *s = sm->schema;
     w->nseen = LM_MAX(LM_MAX(s->ntask, s->nmeta), LM_MAX(s->ndense, s->ncat)) + 1;
+    size_t maxHP = 0;
+    for (size_t i = 0; i < sm->nm; i++) maxHP = LM_MAX(maxHP, sm->mem[i].pack.maxHP);
     w->meta = calloc(n->nmeta + 1, sizeof(float));
-    w->emb = calloc(n->E, sizeof(float));
+    w->emb = calloc(sm->E, sizeof(float));
     w->z = calloc(cap, sizeof(float));
-    w->base = calloc(sm->pack.maxHP + LM_SRV_VW, sizeof(float));
-    w->h = calloc(2 * sm->pack.maxHP + LM_SRV_VW, sizeof(float));
+    w->zm = sm->nm > 1 ? calloc(cap, sizeof(float)) : NULL;
+    w->base = calloc(maxHP + LM_SRV_VW, sizeof(float));
+    w->h = calloc(2 * maxHP + LM_SRV_VW, sizeof(float));
     w->seen = calloc(w->nseen, 1);
-    if (!w->meta || !w->emb || !w->z || !w->base || !w->h || !w->seen) {
+    if (!w->meta || !w->emb || !w->z || (sm->nm > 1 && !w->zm) || !w->base || !w->h || !w->seen) {
         lm_srv_ws_free(w);
         return lm_err_set(err, LM_ENOMEM, "serve: out of memory for a thread's scratch");
     }
@@ -226,24 +230,29 @@ int lm_srv_ws_prepare(lm_srv_ws *w, const lm_srv_model *sm, size_t cap, lm_err *
 
 void lm_srv_cold_embedding(const lm_srv_model *sm, lm_srv_ws *w)
 {
-    const lm_net *n = sm->net;
-    if (n->cfg.meta_kind == LM_NET_META_ID) {
-        size_t row = lm_model_id_row(sm->m, w->key, w->key_len);
-        memcpy(w->emb, sm->m->theta_m + lm_net_meta_slice(n, row), n->E * sizeof(float));
-        return;
+    for (size_t i = 0; i < sm->nm; i++) {
+        const lm_model *m = sm->mem[i].m;
+        const lm_net *n = &m->net;
+        float *emb = w->emb + i * n->E;
+        if (n->cfg.meta_kind == LM_NET_META_ID) {
+            size_t row = lm_model_id_row(m, w->key, w->key_len);
+            memcpy(emb, m->theta_m + lm_net_meta_slice(n, row), n->E * sizeof(float));
+        } else {
+            lm_net_embed_f32(n, &w->mws, m->theta_m, w->meta, 1, emb);
+        }
     }
-    lm_net_embed_f32(n, &w->mws, sm->m->theta_m, w->meta, 1, w->emb);
 }
 
-/* base = b0 + W0[:, meta] m + W0[:, E] e over the padded width of layer 0 (pads stay 0). */
-static void layer0_base(const lm_srv_model *sm, const float *meta, const float *emb, float *base)
+/* base = b0 + W0[:, meta] m + W0[:, E] e over the padded width of layer 0 (pads stay 0), for
+ * member mb. */
+static void layer0_base(const lm_srv_member *mb, const float *meta, const float *emb, float *base)
 {
-    const lm_net *n = sm->net;
+    const lm_net *n = &mb->m->net;
     const lm_mlp *g = &n->global;
-    const float *W = sm->m->theta_g + g->w_off[0], *b = sm->m->theta_g + g->b_off[0];
-    size_t I = g->sizes[0], H = sm->pack.H[0];
+    const float *W = mb->m->theta_g + g->w_off[0], *b = mb->m->theta_g + g->b_off[0];
+    size_t I = g->sizes[0], H = mb->pack.H[0];
     int with_meta = n->cfg.meta_in_global && n->nmeta;
-    memset(base, 0, sm->pack.HP[0] * sizeof(float));
+    memset(base, 0, mb->pack.HP[0] * sizeof(float));
     for (size_t j = 0; j < H; j++) {
         const float *wj = W + j * I;
         float s = b[j];
@@ -258,18 +267,30 @@ void lm_srv_score_rows(const lm_srv_model *sm, lm_srv_ws *w)
 {
     size_t B = w->rows.n;
     if (B == 0) return;
-    if (sm->engine == LM_SRV_ENGINE_REFERENCE) {
+    if (sm->engine == LM_SRV_ENGINE_REFERENCE)
         for (size_t r = 0; r < B && sm->net->nmeta; r++)
             memcpy(w->rows.meta + r * sm->net->nmeta, w->meta, sm->net->nmeta * sizeof(float));
-        lm_net_predict_emb_f32(sm->net, &w->mws, w->emb, sm->m->theta_g, &w->rows, w->z);
-    } else {
-        layer0_base(sm, w->meta, w->emb, w->base);
-        float zoff = sm->net->cfg.emb_logit ? w->emb[0] : 0.0f; /* E[0]: one shift per request */
-        if (sm->kernel == LM_SRV_KERNEL_AVX2)
-            lm_srv_rows_avx2(&sm->pack, w->base, w->rows.dense, w->rows.cat, B, zoff, w->z, w->h);
-        else
-            lm_srv_rows_plain(&sm->pack, w->base, w->rows.dense, w->rows.cat, B, zoff, w->z, w->h);
+    /* member i's logits from its slice of the embedding; an ensemble sums them in member order
+     * into z and divides by the count, as lm_evaluate does (one member: the logits as they are) */
+    for (size_t i = 0; i < sm->nm; i++) {
+        const lm_srv_member *mb = &sm->mem[i];
+        const float *emb = w->emb + i * sm->net->E;
+        float *z = i ? w->zm : w->z;
+        if (sm->engine == LM_SRV_ENGINE_REFERENCE) {
+            lm_net_predict_emb_f32(&mb->m->net, &w->mws, emb, mb->m->theta_g, &w->rows, z);
+        } else {
+            layer0_base(mb, w->meta, emb, w->base);
+            float zoff = sm->net->cfg.emb_logit ? emb[0] : 0.0f; /* E[0]: one shift per request */
+            if (sm->kernel == LM_SRV_KERNEL_AVX2)
+                lm_srv_rows_avx2(&mb->pack, w->base, w->rows.dense, w->rows.cat, B, zoff, z, w->h);
+            else
+                lm_srv_rows_plain(&mb->pack, w->base, w->rows.dense, w->rows.cat, B, zoff, z, w->h);
+        }
+        if (i)
+            for (size_t r = 0; r < B; r++) w->z[r] += w->zm[r];
     }
+    if (sm->nm > 1)
+        for (size_t r = 0; r < B; r++) w->z[r] = w->z[r] / (float)sm->nm;
     if (sm->binary)
         for (size_t r = 0; r < B; r++) w->z[r] = 1.0f / (1.0f + expf(-w->z[r]));
 }

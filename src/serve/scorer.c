@@ -45,16 +45,17 @@ void lm_srv_release(lm_srv_model *sm)
 }
 
 /* LM_EMISMATCH when the store's current version holds vectors of another width than the
- * model's E (every read would fail); LM_OK when it fits or cannot be checked now. */
+ * model's (lm_model_emb_dim: an ensemble's members' E summed; every read would fail); LM_OK
+ * when it fits or cannot be checked now. */
 static int check_store_dim(lm_srv *s, const lm_srv_model *sm, lm_err *err)
 {
     lm_store_version v;
     lm_err e = {0};
-    if (lm_srv_store_current(s->store, &v, &e) != LM_OK || v.dim == sm->net->E) return LM_OK;
+    if (lm_srv_store_current(s->store, &v, &e) != LM_OK || v.dim == sm->E) return LM_OK;
     return lm_err_set(err, LM_EMISMATCH,
                       "%s: the model's meta embedding has E=%zu, the store's current version '%s' "
                       "has E=%u",
-                      sm->path, sm->net->E, v.name, v.dim);
+                      sm->path, sm->E, v.name, v.dim);
 }
 
 int lm_srv_open(lm_srv **out, const lm_srv_opts *o, lm_err *err)
@@ -183,7 +184,7 @@ int lm_srv_handle_score(lm_srv *s, lm_srv_ws *w, const char *body, size_t len)
     }
     int found = 0;
     char ver[LM_STORE_VERSION_MAX + 1];
-    int g = lm_srv_store_get(s->store, w->key, w->key_len, w->emb, sm->net->E, &found, ver, &err);
+    int g = lm_srv_store_get(s->store, w->key, w->key_len, w->emb, sm->E, &found, ver, &err);
     int cold = g == LM_SRV_GET_OK          ? (found ? LM_COLD_NONE : LM_COLD_NOT_FOUND)
                : g == LM_SRV_GET_NOVERSION ? LM_COLD_NO_VERSION
                                            : LM_COLD_STORE_DOWN;
@@ -243,7 +244,7 @@ int lm_srv_handle_embedding(lm_srv *s, lm_srv_ws *w, const char *body, size_t le
     }
     int found = 0;
     char ver[LM_STORE_VERSION_MAX + 1];
-    size_t E = sm->net->E;
+    size_t E = sm->E;
     int g = lm_srv_store_get(s->store, w->key, w->key_len, w->emb, E, &found, ver, &err);
     if (g == LM_SRV_GET_DOWN || g == LM_SRV_GET_SKIPPED) {
         status = lm_srv_fail(&e, 503, "", "the feature store is unavailable (retrying): %s",
@@ -296,7 +297,7 @@ int lm_srv_handle_health(lm_srv *s, lm_srv_ws *w)
     lm_srv_buf_printf(
         b, ",\"generation\":%llu,\"engine\":\"%s\",\"kernel\":\"%s\",\"embedding_dim\":%zu,\"store\":",
         (unsigned long long)sm->gen, sm->engine == LM_SRV_ENGINE_REFERENCE ? "reference" : "fast",
-        sm->kernel == LM_SRV_KERNEL_AVX2 ? "avx2" : "plain", sm->net->E);
+        sm->kernel == LM_SRV_KERNEL_AVX2 ? "avx2" : "plain", sm->E);
     const char *url = lm_srv_store_url(s->store);
     lm_srv_buf_json_str(b, url, strlen(url));
     lm_srv_buf_printf(b, ",\"store_up\":%s,\"embedding_version\":", up ? "true" : "false");

@@ -7,7 +7,8 @@
  *
  * The pieces, from the bottom up:
  *   lm_srv_buf      a growable text buffer (replies, /metrics)
- *   lm_srv_model    one loaded model with its weights packed for the scoring kernel; shared by
+ *   lm_srv_model    one loaded model with its weights packed for the scoring kernel (an
+ *                   ensemble: one packed global block per member); shared by
  *                   reference count, so a reload swaps models without stopping requests
  *   lm_srv_ws       one thread's scratch: parsed request, rows, kernel buffers, the reply
  *   lm_srv_store    the store behind a reconnecting, backing-off pool of handles
@@ -96,18 +97,27 @@ typedef struct lm_srv_pack {
     size_t maxHP;
 } lm_srv_pack;
 
+/* One network of a served model: a single model is its own one member; an ensemble's member i
+ * reads floats [i E, (i + 1) E) of the stored vector. */
+typedef struct lm_srv_member {
+    const lm_model *m; /* the member (owned by lm_srv_model.m) */
+    lm_srv_pack pack;  /* its global block */
+} lm_srv_member;
+
 typedef struct lm_srv_model {
-    lm_model *m; /* owned */
-    const lm_net *net;
+    lm_model *m;       /* owned */
+    const lm_net *net; /* member 0's (the members share the architecture) */
     const lm_schema *schema;
-    char id[LM_STORE_MODEL_ID_MAX + 1]; /* "limaml:<hash>", as `limaml embed` records it */
+    size_t nm;                          /* members: 1 for a single network */
+    size_t E;                           /* the stored vector's width: nm * net->E (lm_model_emb_dim) */
+    lm_srv_member *mem;                 /* (nm) */
+    char id[LM_STORE_MODEL_ID_MAX + 1]; /* "limaml:<hash>", as `limaml embed` records it (lm_model_id) */
     char *path;
     uint64_t gen; /* 1, 2, ...: one per load */
     atomic_long refs;
     int engine; /* LM_SRV_ENGINE_... */
     int kernel; /* LM_SRV_KERNEL_... */
     int binary; /* BCE: scores are sigmoid(logit) */
-    lm_srv_pack pack;
 } lm_srv_model;
 
 /* Load `path` and pack it for `engine`. @note free with lm_srv_model_free (or by references). */
@@ -141,8 +151,9 @@ typedef struct lm_srv_ws {
     lm_rows_f32 rows;   /* the candidates: dense, cat (and meta, label for the reference) */
     lm_meta_ws_f32 mws; /* the reference engine (cap rows) or the cold start (1 row) */
     float *meta;        /* (nmeta) the request's meta features */
-    float *emb;         /* (E) the embedding used */
-    float *z;           /* (cap) logits, then scores */
+    float *emb;         /* (nm E) the embedding used: each member's end to end */
+    float *z;           /* (cap) logits (an ensemble: summed, then their mean), then scores */
+    float *zm;          /* (cap) a member's logits (ensembles only; else NULL) */
     float *base, *h;    /* kernel: (HP[0]), (2 maxHP) */
     uint8_t *seen;      /* by-name objects: one flag per name */
     size_t nseen;
@@ -161,10 +172,12 @@ void lm_srv_ws_free(lm_srv_ws *w);
 
 /* The cold-start embedding of the parsed request into w->emb: the unadapted meta block on
  * w->meta (MLP meta block), or the task's own row of the id table (its default row when the
- * task was not trained on). */
+ * task was not trained on); an ensemble's members' end to end. */
 void lm_srv_cold_embedding(const lm_srv_model *sm, lm_srv_ws *w);
 /* Score w->rows (n candidates) with embedding w->emb into w->z: probabilities for BCE models,
- * raw predictions for MSE. */
+ * raw predictions for MSE. An ensemble scores sigmoid(mean of its members' logits), each member
+ * with its slice of w->emb, as lm_evaluate does (logits summed in member order, then divided by
+ * the member count). */
 void lm_srv_score_rows(const lm_srv_model *sm, lm_srv_ws *w);
 
 /* ============================================================================================

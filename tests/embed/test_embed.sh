@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_embed.sh: `limaml embed` and `limaml store` end to end: stored embeddings equal `limaml
 # adapt` bit for bit; a run killed with SIGKILL leaves the previous version serving, whole;
-# LMDB and Redis hold identical vectors; incremental runs carry unchanged tasks over; bad
-# URLs, a model of another embedding size and a full disk fail clearly and lose nothing.
+# LMDB and Redis hold identical vectors; incremental runs carry unchanged tasks over; an
+# ensemble stores its members' embeddings end to end; bad URLs, a model of another embedding
+# size and a full disk fail clearly and lose nothing.
 # Environment: LM_BIN, LM_TMP, LM_SRC. Redis is required unless LM_SKIP_REDIS=1.
 set -u
 BIN=${LM_BIN:?LM_BIN must name the limaml binary}
@@ -105,6 +106,43 @@ check "  ... within half precision of f32" python3 -c "
 import sys
 a=[float(x) for x in '$h'.split(',')]; b=[float(x) for x in '$f'.split(',')]
 sys.exit(0 if len(a)==len(b) and all(abs(x-y) <= 1e-3*max(1,abs(y)) for x,y in zip(a,b)) else 1)"
+
+# An ensemble (limaml ensemble of two members trained with other seeds): its stored vector is the
+# members' embeddings end to end (2 E floats), each equal to that member's own `limaml adapt`, and
+# `limaml adapt` of the ensemble prints the same 2 E floats; incremental runs carry the 2 E floats
+# over, the tasks absent from the dataset included.
+run "$BIN" train --data "$TMP/ds" --epochs 1 --lr 0.01 --seed 9 --quiet --out "$TMP/m2.st"
+check "train a second member (another seed)" test "$rc" -eq 0
+run "$BIN" ensemble --out "$TMP/e.st" "$TMP/m.st" "$TMP/m2.st"
+check "limaml ensemble packs the two" test "$rc" -eq 0
+E1=$("$BIN" adapt --model "$TMP/m.st" --data "$TMP/ds" --task "$k1" --steps 2 --adapt-from all | sed 's/.*"embedding"://' | tr ',' '\n' | wc -l)
+EL="lmdb://$TMP/store_ens"
+run "$BIN" embed --model "$TMP/e.st" --data "$TMP/ds" --store "$EL" --version e1 --steps 2 --quiet
+check "embed an ensemble: every task" grep -q "1500 embeddings (1500 computed" "$TMP/.out"
+run "$BIN" store ls --store "$EL"
+check "  ... its version holds 2 x E = $((2 * E1)) floats a task, under the ensemble's model id" \
+    grep -q "^e1 .*E=$((2 * E1)) .*model limaml:ensemble2:[0-9a-f]\{16\}$" "$TMP/.out"
+same=1
+for k in $keys; do
+    s=$("$BIN" store get --store "$EL" --key "$k" | sed 's/.*"embedding"://')
+    e=$("$BIN" adapt --model "$TMP/e.st" --data "$TMP/ds" --task "$k" --steps 2 --adapt-from all | sed 's/.*"embedding"://')
+    a=$("$BIN" adapt --model "$TMP/m.st" --data "$TMP/ds" --task "$k" --steps 2 --adapt-from all | sed 's/.*"embedding":\[//; s/\]}$//')
+    b=$("$BIN" adapt --model "$TMP/m2.st" --data "$TMP/ds" --task "$k" --steps 2 --adapt-from all | sed 's/.*"embedding":\[//; s/\]}$//')
+    [ -n "$s" ] && [ "$s" = "$e" ] && [ "$s" = "[$a,$b]}" ] || { same=0; echo "  task $k: store $s / adapt $e / members [$a,$b]"; }
+done
+check "  ... equal to limaml adapt of the ensemble and to the members' own, end to end, bit for bit (6 tasks)" test "$same" -eq 1
+n=$(echo "$e" | tr ',' '\n' | wc -l)
+check "limaml adapt of a 2-member ensemble prints 2 x E = $((2 * E1)) floats" test "$n" -eq $((2 * E1))
+run "$BIN" embed --model "$TMP/e.st" --data "$TMP/ds_part" --store "$EL" --version e2 --steps 2 --only-changed-since "$newest" --quiet
+check "an ensemble, --only-changed-since on the log without 40 tasks: all carried over" \
+    grep -q "1500 embeddings (0 computed, 1500 carried over of which 40 absent from the dataset" "$TMP/.out"
+a=$("$BIN" store get --store "$EL" --key "$k40" --version e1 | sed 's/.*"embedding"://')
+b=$("$BIN" store get --store "$EL" --key "$k40" --version e2 | sed 's/.*"embedding"://')
+check "  ... with their 2 x E floats (task $k40)" bash -c "[ -n '$a' ] && [ '$a' = '$b' ]"
+run "$BIN" store verify --store "$EL" --version e2
+check "  ... and the version verifies" grep -q "1500 keys, 0 bad sizes, 0 bad values, 0 bad keys, record ok" "$TMP/.out"
+run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "$EL" --version single --quiet
+check "one member alone into the ensemble's store: refused (another width)" test "$rc" -eq 1
 
 # Errors.
 run "$BIN" embed --model "$TMP/m.st" --data "$TMP/ds" --store "foo://x" --version z --quiet

@@ -2,11 +2,13 @@
  * sockets): the plain and AVX2 row kernels give the same bits and agree with the reference
  * (lm_net_predict_emb) on networks of many shapes, padded widths and the generic paths
  * included; composite task keys are joined in schema order; the id meta block's cold start is
- * the task's own row or the default row; request errors name their field; floats print so
- * that they read back exactly; JSON strings are escaped. */
+ * the task's own row or the default row; an ensemble scores the mean of its members' logits,
+ * bit for bit, and its cold start is theirs end to end; request errors name their field; floats
+ * print so that they read back exactly; JSON strings are escaped. */
 #include "meta/model.h"
 #include "serve/serve.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,9 +53,9 @@ static lm_schema *schema_of(size_t nmeta, size_t ndense, size_t ncat, int two_ta
     return s;
 }
 
-/* A served model with random weights; global hidden widths gh[0..ngh), E, meta kind. */
-static lm_srv_model *model_of(const lm_schema *s, const size_t *gh, size_t ngh, size_t E, int id_kind,
-                              int engine, uint64_t seed)
+/* A model with random weights; global hidden widths gh[0..ngh), E, meta kind. */
+static lm_model *net_of(const lm_schema *s, const size_t *gh, size_t ngh, size_t E, int id_kind,
+                        uint64_t seed)
 {
     lm_net_config c;
     lm_net_config_default(&c);
@@ -68,7 +70,6 @@ static lm_srv_model *model_of(const lm_schema *s, const size_t *gh, size_t ngh, 
     c.emb_logit = emb_logit_on;
     lm_net net;
     lm_model *m = NULL;
-    lm_srv_model *sm = NULL;
     if (lm_net_init(&net, &c, &err) || lm_model_new(&m, &net, LM_TRAIN_LIMAML, s, &err)) {
         printf("model: %s\n", err.msg);
         return NULL;
@@ -78,6 +79,17 @@ static lm_srv_model *model_of(const lm_schema *s, const size_t *gh, size_t ngh, 
     lm_net_params_init_f32(&m->net, m->theta_m, m->theta_g, &rng);
     for (size_t i = 0; i < m->net.global_np; i++)
         m->theta_g[i] += (float)(0.05 * lm_rng_normal(&rng)); /* biases too */
+    return m;
+}
+
+/* The same, served. */
+static lm_srv_model *model_of(const lm_schema *s, const size_t *gh, size_t ngh, size_t E, int id_kind,
+                              int engine, uint64_t seed)
+{
+    lm_model *m = net_of(s, gh, ngh, E, id_kind, seed);
+    lm_srv_model *sm = NULL;
+    lm_err err = {0};
+    if (!m) return NULL;
     if (lm_srv_model_wrap(&sm, m, "(test)", engine, &err)) printf("wrap: %s\n", err.msg);
     if (sm) sm->gen = seed;
     return sm;
@@ -321,6 +333,229 @@ static void test_id_cold_start(void)
     lm_schema_free(s);
 }
 
+/* ---- ensembles --------------------------------------------------------------------------------- */
+
+/* The served ensemble of the models net_of gives for seeds s0 and s1 (fresh copies). */
+static lm_srv_model *ensemble_of(const lm_schema *s, const size_t *gh, size_t ngh, size_t E, int id_kind,
+                                 int engine, uint64_t s0, uint64_t s1)
+{
+    lm_model *two[2] = {net_of(s, gh, ngh, E, id_kind, s0), net_of(s, gh, ngh, E, id_kind, s1)};
+    lm_model *e = NULL;
+    lm_srv_model *sm = NULL;
+    lm_err err = {0};
+    if (!two[0] || !two[1] || lm_model_ensemble(&e, two, 2, &err)) {
+        printf("ensemble: %s\n", err.msg);
+        lm_model_free(two[0]), lm_model_free(two[1]);
+        return NULL;
+    }
+    if (lm_srv_model_wrap(&sm, e, "(ensemble)", engine, &err)) printf("wrap: %s\n", err.msg);
+    if (sm) sm->gen = 1000 + 31 * s0 + s1;
+    return sm;
+}
+
+/* The request of src (meta, candidates) into dst, with the embedding emb: (dst's E). */
+static void copy_request(lm_srv_ws *dst, const lm_srv_ws *src, const lm_net *n, const float *emb, size_t E)
+{
+    dst->rows.n = src->rows.n;
+    memcpy(dst->meta, src->meta, n->nmeta * sizeof(float));
+    memcpy(dst->rows.dense, src->rows.dense, src->rows.n * n->ndense * sizeof(float));
+    memcpy(dst->rows.cat, src->rows.cat, src->rows.n * n->ncat * sizeof(uint32_t));
+    memcpy(dst->emb, emb, E * sizeof(float));
+    dst->key_len = src->key_len;
+    memcpy(dst->key, src->key, src->key_len);
+}
+
+/* The logits of sm (a single network) on w's request into z: (w->rows.n), whatever its loss. */
+static void logits(lm_srv_model *sm, lm_srv_ws *w, float *z)
+{
+    int binary = sm->binary;
+    sm->binary = 0;
+    lm_srv_score_rows(sm, w);
+    sm->binary = binary;
+    memcpy(z, w->z, w->rows.n * sizeof(float));
+}
+
+/* An ensemble of two networks A and B, served: the stored vector is 2E wide, A's E floats then
+ * B's; a score is sigmoid((zA + zB) / 2) of the members' own logits on their halves, bit for bit
+ * (each engine, each kernel) as lm_evaluate forms it; fast and reference agree; two copies of A
+ * score as A, bit for bit; the cold start is A's then B's; the model id covers both members in
+ * order, and a single network's id is the hash it always was. */
+static void test_ensemble(int emb_logit)
+{
+    emb_logit_on = emb_logit;
+    static const struct {
+        size_t nmeta, ndense, ncat, gh[4], ngh, E;
+        int regression;
+    } shapes[] = {
+        {9, 9, 2, {64, 32}, 2, 16, 0},
+        {1, 2, 2, {8, 16, 24}, 3, 8, 1},
+        {3, 5, 1, {5}, 1, 3, 0},
+    };
+    int avx2 = lm_srv_kernel_pick() == LM_SRV_KERNEL_AVX2;
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        size_t E = shapes[t].E, B = 29;
+        const size_t *gh = shapes[t].gh, ngh = shapes[t].ngh;
+        lm_schema *s = schema_of(shapes[t].nmeta, shapes[t].ndense, shapes[t].ncat, 0, shapes[t].regression);
+        uint64_t sa = 300 + t, sb = 400 + t;
+        lm_srv_model *a = model_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_FAST, sa);
+        lm_srv_model *b = model_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_FAST, sb);
+        lm_srv_model *ar = model_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_REFERENCE, sa);
+        lm_srv_model *br = model_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_REFERENCE, sb);
+        lm_srv_model *ens = ensemble_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_FAST, sa, sb);
+        lm_srv_model *ensr = ensemble_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_REFERENCE, sa, sb);
+        lm_srv_model *swap = ensemble_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_FAST, sb, sa);
+        lm_srv_model *same = ensemble_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_FAST, sa, sa);
+        lm_srv_model *samer = ensemble_of(s, gh, ngh, E, 0, LM_SRV_ENGINE_REFERENCE, sa, sa);
+        lm_srv_model *all[] = {a, b, ar, br, ens, ensr, swap, same, samer};
+        int have = 1;
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) have &= all[i] != NULL;
+        CHECK(have, "ensemble shape %zu: models", t);
+        lm_srv_ws wa = {0}, wb = {0}, we = {0}, wer = {0}, ws = {0}, wsr = {0};
+        lm_err err = {0};
+        if (!have) goto next;
+        CHECK(ens->nm == 2 && ens->E == 2 * E && a->nm == 1 && a->E == E, "shape %zu: 2 members, E %zu", t,
+              ens->E);
+        /* ids: a single network's as before this change; an ensemble's names it and its order */
+        char want[LM_STORE_MODEL_ID_MAX + 1];
+        uint64_t h = lm_hash64(a->m->theta_m, a->net->meta_np * sizeof(float), 1);
+        h = lm_hash64(a->m->theta_g, a->net->global_np * sizeof(float), h);
+        snprintf(want, sizeof want, "limaml:%016" PRIx64, h);
+        CHECK(!strcmp(a->id, want), "a single network's id is its hash as before: %s, not %s", a->id, want);
+        CHECK(!strncmp(ens->id, "limaml:ensemble2:", 17) && strlen(ens->id) == 17 + 16 &&
+                  strcmp(ens->id, swap->id) && strcmp(ens->id, same->id) && !strcmp(ens->id, ensr->id),
+              "ensemble ids: %s, swapped %s, same %s", ens->id, swap->id, same->id);
+        int ok = !lm_srv_ws_prepare(&wa, a, 64, &err) && !lm_srv_ws_prepare(&wb, b, 64, &err) &&
+                 !lm_srv_ws_prepare(&we, ens, 64, &err) && !lm_srv_ws_prepare(&wer, ensr, 64, &err) &&
+                 !lm_srv_ws_prepare(&ws, same, 64, &err) && !lm_srv_ws_prepare(&wsr, samer, 64, &err);
+        CHECK(ok, "ws: %s", err.msg);
+        if (!ok) goto next;
+        CHECK(wa.zm == NULL && we.zm != NULL, "a member buffer for ensembles only");
+        lm_rng rng;
+        lm_rng_seed(&rng, 50 + t);
+        fill_rows(&we, ens, B, &rng);
+        for (size_t i = E; i < 2 * E; i++) we.emb[i] = (float)lm_rng_normal(&rng);
+        copy_request(&wer, &we, ens->net, we.emb, 2 * E);
+        copy_request(&wa, &we, a->net, we.emb, E);
+        copy_request(&wb, &we, b->net, we.emb + E, E);
+        float za[64], zb[64], want_z[64], got[64], zf[64];
+        for (int k = 0; k < 2; k++) {
+            if (k == 1 && !avx2) break;
+            a->kernel = b->kernel = ens->kernel = k ? LM_SRV_KERNEL_AVX2 : LM_SRV_KERNEL_PLAIN;
+            logits(a, &wa, za);
+            logits(b, &wb, zb);
+            for (size_t r = 0; r < B; r++) {
+                float m = za[r] + zb[r];
+                m = m / 2.0f;
+                want_z[r] = ens->binary ? 1.0f / (1.0f + expf(-m)) : m;
+            }
+            lm_srv_score_rows(ens, &we);
+            CHECK(!memcmp(we.z, want_z, B * sizeof(float)),
+                  "shape %zu%s, %s kernel: the ensemble's scores are not the members' mean logit's", t,
+                  emb_logit ? " (emb_logit)" : "", k ? "AVX2" : "plain");
+            if (k == 0) memcpy(zf, we.z, B * sizeof(float));
+        }
+        CHECK(!avx2 || !memcmp(zf, we.z, B * sizeof(float)), "shape %zu: ensemble, AVX2 differs from plain",
+              t);
+        /* the reference engine: the same sum and mean of lm_net_predict_emb's logits */
+        copy_request(&wa, &we, a->net, we.emb, E);
+        copy_request(&wb, &we, b->net, we.emb + E, E);
+        lm_srv_ws wra = {0}, wrb = {0};
+        ok = !lm_srv_ws_prepare(&wra, ar, 64, &err) && !lm_srv_ws_prepare(&wrb, br, 64, &err);
+        CHECK(ok, "ws: %s", err.msg);
+        if (ok) {
+            copy_request(&wra, &we, ar->net, we.emb, E);
+            copy_request(&wrb, &we, br->net, we.emb + E, E);
+            logits(ar, &wra, za);
+            logits(br, &wrb, zb);
+            for (size_t r = 0; r < B; r++) {
+                float m = za[r] + zb[r];
+                m = m / 2.0f;
+                want_z[r] = ensr->binary ? 1.0f / (1.0f + expf(-m)) : m;
+            }
+            lm_srv_score_rows(ensr, &wer);
+            CHECK(!memcmp(wer.z, want_z, B * sizeof(float)),
+                  "shape %zu: the reference engine's ensemble scores are not the members' mean", t);
+            float worst = 0;
+            for (size_t r = 0; r < B; r++) {
+                float d = fabsf(zf[r] - wer.z[r]) / (1e-5f + 1e-5f * fabsf(wer.z[r]));
+                if (!(d <= worst)) worst = d;
+            }
+            CHECK(worst <= 1, "shape %zu: ensemble, fast and reference differ by %.3g tolerances", t,
+                  (double)worst);
+        }
+        lm_srv_ws_free(&wra), lm_srv_ws_free(&wrb);
+        /* two copies of A score as A, bit for bit (each engine) */
+        float emb_aa[2 * 64];
+        memcpy(emb_aa, we.emb, E * sizeof(float));
+        memcpy(emb_aa + E, we.emb, E * sizeof(float));
+        copy_request(&ws, &we, same->net, emb_aa, 2 * E);
+        copy_request(&wsr, &we, samer->net, emb_aa, 2 * E);
+        a->kernel = same->kernel = lm_srv_kernel_pick();
+        lm_srv_score_rows(a, &wa);
+        memcpy(got, wa.z, B * sizeof(float));
+        lm_srv_score_rows(same, &ws);
+        CHECK(!memcmp(got, ws.z, B * sizeof(float)), "shape %zu: two copies of a model score as it (fast)",
+              t);
+        lm_srv_ws wr1 = {0};
+        if (!lm_srv_ws_prepare(&wr1, ar, 64, &err)) {
+            copy_request(&wr1, &we, ar->net, we.emb, E);
+            lm_srv_score_rows(ar, &wr1);
+            lm_srv_score_rows(samer, &wsr);
+            CHECK(!memcmp(wr1.z, wsr.z, B * sizeof(float)),
+                  "shape %zu: two copies of a model score as it (reference)", t);
+        }
+        lm_srv_ws_free(&wr1);
+        /* the cold start: each member's unadapted meta block on the request's meta, end to end */
+        lm_srv_cold_embedding(ens, &we);
+        lm_srv_cold_embedding(a, &wa);
+        lm_srv_cold_embedding(b, &wb);
+        CHECK(!memcmp(we.emb, wa.emb, E * sizeof(float)) && !memcmp(we.emb + E, wb.emb, E * sizeof(float)) &&
+                  memcmp(wa.emb, wb.emb, E * sizeof(float)),
+              "shape %zu: the ensemble's cold start is A's then B's", t);
+        lm_srv_cold_embedding(ensr, &wer);
+        CHECK(!memcmp(we.emb, wer.emb, 2 * E * sizeof(float)),
+              "shape %zu: the same with the reference engine", t);
+    next:
+        lm_srv_ws_free(&wa), lm_srv_ws_free(&wb), lm_srv_ws_free(&we), lm_srv_ws_free(&wer);
+        lm_srv_ws_free(&ws), lm_srv_ws_free(&wsr);
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) lm_srv_model_free(all[i]);
+        lm_schema_free(s);
+    }
+    emb_logit_on = 0;
+}
+
+/* An ensemble of id meta blocks: the cold start is each member's row of its own table (the
+ * default row for an unseen task), end to end. */
+static void test_ensemble_id_cold_start(void)
+{
+    lm_schema *s = schema_of(1, 1, 0, 0, 0);
+    size_t gh[] = {4};
+    lm_srv_model *a = model_of(s, gh, 1, 3, 1, LM_SRV_ENGINE_FAST, 21);
+    lm_srv_model *b = model_of(s, gh, 1, 3, 1, LM_SRV_ENGINE_FAST, 22);
+    lm_srv_model *ens = ensemble_of(s, gh, 1, 3, 1, LM_SRV_ENGINE_FAST, 21, 22);
+    lm_srv_ws wa = {0}, wb = {0}, we = {0};
+    lm_err err = {0};
+    CHECK(a && b && ens, "id models");
+    if (a && b && ens) {
+        CHECK(!lm_srv_ws_prepare(&wa, a, 2, &err) && !lm_srv_ws_prepare(&wb, b, 2, &err) &&
+                  !lm_srv_ws_prepare(&we, ens, 2, &err),
+              "ws: %s", err.msg);
+        for (lm_srv_ws *w = &wa; w; w = w == &wa ? &wb : w == &wb ? &we : NULL) {
+            w->key_len = 2;
+            memcpy(w->key, "zz", 2);
+        }
+        lm_srv_cold_embedding(a, &wa);
+        lm_srv_cold_embedding(b, &wb);
+        lm_srv_cold_embedding(ens, &we);
+        CHECK(!memcmp(we.emb, wa.emb, 3 * sizeof(float)) && !memcmp(we.emb + 3, wb.emb, 3 * sizeof(float)) &&
+                  memcmp(wa.emb, wb.emb, 3 * sizeof(float)),
+              "an unseen task's cold start: A's default row, then B's");
+    }
+    lm_srv_ws_free(&wa), lm_srv_ws_free(&wb), lm_srv_ws_free(&we);
+    lm_srv_model_free(a), lm_srv_model_free(b), lm_srv_model_free(ens);
+    lm_schema_free(s);
+}
+
 /* ---- text -------------------------------------------------------------------------------------- */
 
 static void test_text(void)
@@ -353,6 +588,9 @@ int main(void)
     test_kernels(1); /* the logit also gets E[0] */
     test_requests();
     test_id_cold_start();
+    test_ensemble(0);
+    test_ensemble(1);
+    test_ensemble_id_cold_start();
     test_text();
     printf("%d passed, %d failed\n", checks - fails, fails);
     return fails ? 1 : 0;
