@@ -407,9 +407,6 @@ typedef struct lm_train_opts {
     int engine;                 /* LM_ENGINE_AUTO, _FAST or _REFERENCE */
     int emb_logit;              /* 1: the logit is also shifted by E[0], the meta embedding's
                                 * first coordinate (docs/META.md); 0: the paper's network */
-    int emb_dot;                /* 1: the logit also gets the dot product of the meta embedding's
-                                * next D coordinates with the row's embedding in the first
-                                * categorical table (width D; docs/META.md) */
     void (*progress)(void *ctx, const lm_train_progress *p);
     void *progress_ctx;
 } lm_train_opts;

@@ -51,7 +51,7 @@ int cmd_train(int argc, char **argv)
     uint64_t n, tpb, epochs, warmup, seed, threads, patience, stop_after;
     double task_lr, lr, clip, dropout, sw = LM_SUPPORT_WEIGHT_AUTO, idf;
     const char *sw_s = NULL;
-    int first_order, scale, resume, quiet, emb_logit, emb_dot;
+    int first_order, scale, resume, quiet, emb_logit;
     cli_opt opts[] = {
         {"data", CLI_STR, &data, "DIR", NULL, 1, "dataset folder (limaml prepare)"},
         {"out", CLI_STR, &out, "MODEL", NULL, 1, "model file to write (safetensors)"},
@@ -68,9 +68,6 @@ int cmd_train(int argc, char **argv)
          "(0: the paper's algorithms)"},
         {"emb-logit", CLI_FLAG, &emb_logit, NULL, NULL, 0,
          "also add the meta embedding's first coordinate E[0] to the logit (a per-task shift)"},
-        {"emb-dot", CLI_FLAG, &emb_dot, NULL, NULL, 0,
-         "also add to the logit the dot product of the meta embedding's next D coordinates with the "
-         "row's embedding in the first categorical table (width D): a per-task taste vector"},
         {"tasks-per-batch", CLI_U64, &tpb, "N", "32", 0, "tasks per outer update"},
         {"epochs", CLI_U64, &epochs, "N", "10", 0, "passes over the training tasks"},
         {"lr", CLI_F64, &lr, "X", "0.001", 0, "outer (Adam) learning rate"},
@@ -146,7 +143,6 @@ int cmd_train(int argc, char **argv)
     o.first_order = first_order;
     o.support_weight = sw;
     o.emb_logit = emb_logit;
-    o.emb_dot = emb_dot;
     o.tasks_per_batch = (uint32_t)tpb;
     o.epochs = (uint32_t)epochs;
     o.lr = lr;

@@ -20,8 +20,6 @@ int lm_meta_embed_supported(const lm_net *n, lm_err *err)
         return lm_err_set(err, LM_EINVAL, "embed: the global mlp needs a hidden layer");
     if (n->global.sizes[n->global.nlayers] != 1)
         return lm_err_set(err, LM_EINVAL, "embed: the global mlp must end in one logit");
-    if (n->cfg.emb_dot)
-        return lm_err_set(err, LM_EINVAL, "embed: the emb_dot option runs on the reference engine only");
     return LM_OK;
 }
 

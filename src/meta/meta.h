@@ -66,8 +66,6 @@ typedef struct lm_net_config {
     int loss;           /* LM_NET_LOSS_BCE or LM_NET_LOSS_MSE */
     double dropout;     /* rate after every hidden ReLU of both MLPs */
     int emb_logit;      /* 1: z = MLP_global(x) + E[0] (docs/META.md) */
-    int emb_dot;        /* 1: z also += E[o .. o+D) . v, v the row's embedding in categorical
-                           table 0 (width D), o = emb_logit (docs/META.md) */
 } lm_net_config;
 
 void lm_net_config_default(lm_net_config *c);

@@ -283,7 +283,6 @@ static cJSON *info_object(const lm_model *m)
     cJSON_AddNumberToObject(net, "dropout", c->dropout);
     /* written only when on, so a model without the option is byte-identical to before */
     if (c->emb_logit) cJSON_AddBoolToObject(net, "emb_logit", 1);
-    if (c->emb_dot) cJSON_AddBoolToObject(net, "emb_dot", 1);
     cJSON_AddNumberToObject(net, "nmeta", (double)c->nmeta);
     cJSON_AddNumberToObject(net, "ndense", (double)c->ndense);
     cJSON_AddNumberToObject(r, "inner_steps", m->inner_steps);
@@ -455,12 +454,6 @@ static int load_one(lm_st_file *f, const cJSON *r, const char *prefix, const cha
     if ((x = cJSON_GetObjectItem(net, "emb_logit"))) {
         if (cJSON_IsBool(x))
             c.emb_logit = cJSON_IsTrue(x);
-        else
-            bad = 1;
-    }
-    if ((x = cJSON_GetObjectItem(net, "emb_dot"))) {
-        if (cJSON_IsBool(x))
-            c.emb_dot = cJSON_IsTrue(x);
         else
             bad = 1;
     }

@@ -70,11 +70,6 @@ int lm_net_init(lm_net *n, const lm_net_config *c, lm_err *err)
         return lm_err_set(err, LM_EINVAL, "net: an id meta block needs id_rows >= 1 (tasks + 1)");
     if (c->nmeta_hidden + 1 > LM_MLP_MAX_LAYERS || c->nglobal_hidden + 1 > LM_MLP_MAX_LAYERS)
         return lm_err_set(err, LM_EINVAL, "net: more than %d layers", LM_MLP_MAX_LAYERS);
-    if (c->emb_dot && (c->ncat == 0 || c->emb_dim < (size_t)(c->emb_logit ? 1 : 0) + c->cat_dim[0]))
-        return lm_err_set(err, LM_EINVAL,
-                          "net: emb_dot needs a categorical column and a meta embedding at least as "
-                          "wide as its table (%zu) plus the logit shift",
-                          c->ncat ? (size_t)c->cat_dim[0] : (size_t)0);
     n->cfg = *c;
     n->E = c->emb_dim;
     n->nmeta = c->nmeta;

@@ -148,45 +148,6 @@ static void emb_logit_add(const lm_net *n, REAL *z, const REAL *E, size_t B)
     for (size_t b = 0; b < B; b++) z[b] += E[b * n->E];
 }
 
-/* With emb_dot, z[b] += sum_j E[b, o + j] v[b, j], v the row's embedding in the first
- * categorical table (width D, read back from its columns of xg), o = emb_logit: a per-task
- * taste vector against a learned item vector, which a ReLU MLP fed the concatenation can only
- * approximate. It is bilinear in (E, v), so the tangent and gradient passes carry cross terms:
- * dE += dz v, dv += dz E; z_tan += E_tan . v + E . v_tan; dE_tan += dz_tan v + dz v_tan, and
- * dv_tan += dz_tan E + dz E_tan. emb_dot_* do these on one row set; D = 0 when off. */
-static size_t emb_dot_dim(const lm_net *n)
-{
-    return n->cfg.emb_dot ? n->cat_dim[0] : 0;
-}
-
-static size_t emb_dot_off(const lm_net *n)
-{
-    return n->cfg.emb_logit ? 1 : 0;
-}
-
-/* z[b] += E[b, o..o+D) . v[b] (v from xg's first categorical columns) */
-static void emb_dot_add(const lm_net *n, REAL *z, const REAL *E, const REAL *xg, size_t B)
-{
-    size_t D = emb_dot_dim(n), o = emb_dot_off(n), nin = n->nin, c0 = n->ncat ? n->col_cat[0] : 0;
-    for (size_t b = 0; b < B; b++) {
-        REAL acc = 0;
-        for (size_t j = 0; j < D; j++) acc += E[b * n->E + o + j] * xg[b * nin + c0 + j];
-        z[b] += acc;
-    }
-}
-
-/* dE[b, o + j] += g[b] v[b, j] and dxg[b, c0 + j] += g[b] E[b, o + j] (either may be NULL) */
-static void emb_dot_bwd(const lm_net *n, const REAL *g, const REAL *E, const REAL *xg, REAL *dE,
-                        REAL *dxg, size_t B)
-{
-    size_t D = emb_dot_dim(n), o = emb_dot_off(n), nin = n->nin, c0 = n->ncat ? n->col_cat[0] : 0;
-    for (size_t b = 0; b < B; b++)
-        for (size_t j = 0; j < D; j++) {
-            if (dE) dE[b * n->E + o + j] += g[b] * xg[b * nin + c0 + j];
-            if (dxg) dxg[b * nin + c0 + j] += g[b] * E[b * n->E + o + j];
-        }
-}
-
 /* The global block's input without its meta embedding columns, and the global forward once
  * s.E holds the embedding. */
 static double global_forward(const lm_net *n, slot_view s, const REAL *theta_g, const ROWS *r,
@@ -202,7 +163,6 @@ static double global_forward(const lm_net *n, slot_view s, const REAL *theta_g, 
     LM_NN_FN(lm_cols_copy)(s.xg + n->col_emb, nin, s.E, n->E, B, n->E);
     LM_NN_FN(lm_mlp_forward)(s.z, s.gcache, &n->global, theta_g, s.xg, B, dropout_mode, rng);
     emb_logit_add(n, s.z, s.E, B);
-    emb_dot_add(n, s.z, s.E, s.xg, B);
     return loss_forward(n, s.z, r->label, B, (REAL)(1.0 / (double)B));
 }
 
@@ -240,7 +200,6 @@ void LM_META_FN(lm_net_backward)(const lm_net *n, WS *ws, size_t slot, const REA
     int need_dx = grad_m || (grad_g && n->ncat);
     LM_NN_FN(lm_mlp_backward)(need_dx ? dxg : NULL, grad_g, WSP(ws, off_gwork), &n->global,
                               theta_g, s.xg, s.gcache, dz, B);
-    emb_dot_bwd(n, dz, s.E, s.xg, NULL, need_dx ? dxg : NULL, B);
     if (grad_g)
         for (size_t c = 0; c < n->ncat; c++)
             emb_scatter_add(grad_g + n->cat_off[c], dxg + n->col_cat[c], nin, r->cat + c, n->ncat,
@@ -249,7 +208,6 @@ void LM_META_FN(lm_net_backward)(const lm_net *n, WS *ws, size_t slot, const REA
     LM_NN_FN(lm_cols_copy)(dE, E, dxg + n->col_emb, nin, B, E);
     if (n->cfg.emb_logit)
         for (size_t b = 0; b < B; b++) dE[b * E] += dz[b];
-    emb_dot_bwd(n, dz, s.E, s.xg, dE, NULL, B);
     if (n->cfg.meta_kind == LM_NET_META_MLP)
         LM_NN_FN(lm_mlp_backward)(NULL, grad_m, WSP(ws, off_mwork), &n->meta, theta_m, r->meta,
                                   s.mcache, dE, B);
@@ -305,8 +263,6 @@ void LM_META_FN(lm_net_hvp)(const lm_net *n, WS *ws, size_t slot, const REAL *th
     LM_NN_FN(lm_mlp_forward_tan)(z_tan, gtcache, &n->global, theta_g, v_g, s.xg, xg_tan, s.gcache,
                                  B);
     emb_logit_add(n, z_tan, E_tan, B);
-    emb_dot_add(n, z_tan, E_tan, s.xg, B);
-    emb_dot_add(n, z_tan, s.E, xg_tan, B);
 
     /* the loss */
     loss_backward(n, dz, s.z, r->label, B, scale);
@@ -316,9 +272,6 @@ void LM_META_FN(lm_net_hvp)(const lm_net *n, WS *ws, size_t slot, const REAL *th
      * and the meta block */
     LM_NN_FN(lm_mlp_backward_tan)(dxg, dxg_tan, NULL, hv_g, WSP(ws, off_gwork), &n->global,
                                   theta_g, v_g, s.xg, xg_tan, s.gcache, gtcache, dz, dz_tan, B);
-    emb_dot_bwd(n, dz, s.E, s.xg, NULL, dxg, B);
-    emb_dot_bwd(n, dz_tan, s.E, s.xg, NULL, dxg_tan, B);
-    emb_dot_bwd(n, dz, E_tan, s.xg, NULL, dxg_tan, B);
     if (hv_g)
         for (size_t c = 0; c < n->ncat; c++)
             emb_scatter_add(hv_g + n->cat_off[c], dxg_tan + n->col_cat[c], nin, r->cat + c,
@@ -328,9 +281,6 @@ void LM_META_FN(lm_net_hvp)(const lm_net *n, WS *ws, size_t slot, const REAL *th
     LM_NN_FN(lm_cols_copy)(dE_tan, E, dxg_tan + n->col_emb, nin, B, E);
     if (n->cfg.emb_logit)
         for (size_t b = 0; b < B; b++) dE[b * E] += dz[b], dE_tan[b * E] += dz_tan[b];
-    emb_dot_bwd(n, dz, s.E, s.xg, dE, NULL, B);
-    emb_dot_bwd(n, dz_tan, s.E, s.xg, dE_tan, NULL, B);
-    emb_dot_bwd(n, dz, s.E, xg_tan, dE_tan, NULL, B);
     if (mlp)
         LM_NN_FN(lm_mlp_backward_tan)(NULL, NULL, NULL, hv_m, WSP(ws, off_mwork), &n->meta,
                                       theta_m, v_m, r->meta, NULL, s.mcache, mtcache, dE, dE_tan,

@@ -168,7 +168,6 @@ static char *options_signature(const lm_train_opts *o, const lm_dataset *ds, int
              o->id_default_frac, lm_hash64(info, ilen, 0), lm_dataset_nrows(ds));
     /* appended only when on, so checkpoints made before the option still resume */
     if (o->emb_logit) snprintf(s + strlen(s), cap - strlen(s), " emb_logit=1");
-    if (o->emb_dot) snprintf(s + strlen(s), cap - strlen(s), " emb_dot=1");
     return s;
 }
 
@@ -212,7 +211,6 @@ static char *train_json(const lm_train_opts *o, const lm_train_report *r, int th
     cJSON_AddNumberToObject(j, "decay", o->decay);
     cJSON_AddNumberToObject(j, "dropout", o->dropout);
     if (o->emb_logit) cJSON_AddBoolToObject(j, "emb_logit", 1);
-    if (o->emb_dot) cJSON_AddBoolToObject(j, "emb_dot", 1);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddNumberToObject(j, "threads", threads);
     cJSON_AddNumberToObject(j, "epochs_run", r->epochs_run);
@@ -276,7 +274,6 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *opts, lm_model **out, lm
     }
     c.dropout = o->dropout;
     c.emb_logit = o->emb_logit ? 1 : 0;
-    c.emb_dot = o->emb_dot ? 1 : 0;
     c.id_rows = ntrain + 1;
     lm_net net;
     lm_model *m = NULL;

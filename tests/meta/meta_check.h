@@ -156,9 +156,6 @@ static inline void net_make(lm_net *n, const lm_net_config *c)
 /* Set by a test to build every small config with lm_net_config.emb_logit on (the logit also
  * gets E[0]), so the same cases run again with the option. */
 static int check_emb_logit;
-/* Likewise for lm_net_config.emb_dot (E widened to the first table's width plus the shift),
- * applied to the configs with a categorical column. */
-static int check_emb_dot;
 
 /* A small config: nmeta 5, ndense 4, `ncat` categorical columns (buckets 7, 5; widths 3, 2),
  * E = 3, meta MLP [5, 6, 3], global MLP [nin, 8, 5, 1]; emb_logit as check_emb_logit says. */
@@ -181,10 +178,6 @@ static inline void small_config(lm_net_config *c, int meta_kind, size_t ncat, in
     c->loss = loss;
     c->dropout = dropout;
     c->emb_logit = check_emb_logit;
-    if (check_emb_dot && ncat) {
-        c->emb_dot = 1;
-        c->emb_dim = c->cat_dim[0] + (check_emb_logit ? 1 : 0);
-    }
 }
 
 static inline void rows_make_f64(lm_rows_f64 *r, const lm_net *n, size_t B, lm_rng *rng)
