@@ -46,25 +46,29 @@ static const char *bench_schema =
     " \"ctx_hour\"], \"categorical\": [{\"column\": \"item_id\", \"buckets\": 5001, \"dim\": 8},"
     " {\"column\": \"channel\", \"buckets\": 4, \"dim\": 4}]}";
 
-/* A model of the paper's shape with random weights (serving cost does not depend on training). */
-static int make_model(const char *path, lm_err *err)
+/* A model of the paper's shape with random weights (serving cost does not depend on training);
+ * members > 1: an ensemble of that many such networks (lm_model_ensemble). */
+static int make_model(const char *path, size_t members, lm_err *err)
 {
     lm_schema *s = NULL;
-    lm_model *m = NULL;
+    lm_model *m[16] = {0}, *e = NULL;
     lm_net_config c;
     lm_net net;
     int rc = lm_schema_parse(&s, bench_schema, strlen(bench_schema), NULL, err);
     lm_net_config_default(&c);
     if (!rc) rc = lm_net_config_from_schema(&c, s, err);
     if (!rc) rc = lm_net_init(&net, &c, err);
-    if (!rc) rc = lm_model_new(&m, &net, LM_TRAIN_LIMAML, s, err);
-    if (!rc) {
+    for (size_t i = 0; !rc && i < members; i++) {
+        rc = lm_model_new(&m[i], &net, LM_TRAIN_LIMAML, s, err);
+        if (rc) break;
         lm_rng rng;
-        lm_rng_seed(&rng, 7);
-        lm_net_params_init_f32(&m->net, m->theta_m, m->theta_g, &rng);
-        rc = lm_model_save(m, path, err);
+        lm_rng_seed(&rng, 7 + i);
+        lm_net_params_init_f32(&m[i]->net, m[i]->theta_m, m[i]->theta_g, &rng);
     }
-    lm_model_free(m);
+    if (!rc && members > 1 && (rc = lm_model_ensemble(&e, m, members, err)) == LM_OK) memset(m, 0, sizeof m);
+    if (!rc) rc = lm_model_save(e ? e : m[0], path, err);
+    for (size_t i = 0; i < members; i++) lm_model_free(m[i]);
+    lm_model_free(e);
     lm_schema_free(s);
     return rc;
 }
@@ -445,7 +449,7 @@ int bench_serve(int argc, char **argv)
         "Needs wrk (Debian package). Results are in docs/SERVE.md.",
     };
     const char *dir, *cands_s, *conns_s;
-    uint64_t tasks, threads, wrk_threads;
+    uint64_t tasks, threads, wrk_threads, members;
     double duration;
     int keep;
     cli_opt opts[] = {
@@ -457,6 +461,8 @@ int bench_serve(int argc, char **argv)
         {"wrk-threads", CLI_U64, &wrk_threads, "T", "1", 0, "wrk threads"},
         {"dir", CLI_STR, &dir, "DIR", "bench-data/serve", 0, "folder for the model and the store"},
         {"keep", CLI_FLAG, &keep, NULL, NULL, 0, "keep DIR (the store is reused next time)"},
+        {"members", CLI_U64, &members, "M", "1", 0,
+         "serve an ensemble of M networks (limaml ensemble; the store holds M x 16 floats a task)"},
         {0},
     };
     int pr = cli_parse(&cmd, opts, argc, argv, NULL);
@@ -470,6 +476,7 @@ int bench_serve(int argc, char **argv)
     if (!(duration >= 1 && duration <= 60))
         return cli_usage_error(&cmd, "--duration must be in [1, 60] seconds");
     if (wrk_threads < 1 || wrk_threads > 64) return cli_usage_error(&cmd, "--wrk-threads must be in [1, 64]");
+    if (members < 1 || members > 16) return cli_usage_error(&cmd, "--members must be in [1, 16]");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned nthreads = threads ? (unsigned)threads : (unsigned)(ncpu > 0 ? ncpu : 1);
 
@@ -486,8 +493,8 @@ int bench_serve(int argc, char **argv)
     snprintf(url, sizeof url, "lmdb://%s/store", dir);
     snprintf(script, sizeof script, "%s/post.lua", dir);
     double t0 = lm_now();
-    int rc = make_model(model, &err);
-    if (!rc) rc = make_store(url, tasks, 16, &err);
+    int rc = make_model(model, (size_t)members, &err);
+    if (!rc) rc = make_store(url, tasks, 16 * (size_t)members, &err);
     if (rc) return cli_fail(&err);
     fprintf(stderr, "bench serve: model and store of %llu embeddings ready in %.1f s\n",
             (unsigned long long)tasks, lm_now() - t0);

@@ -338,6 +338,9 @@ if command -v wrk >/dev/null 2>&1; then
     check "limaml bench serve (small): a table, no errors" bash -c "[ $rc -eq 0 ] &&
         grep -qE '^10 +2 +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+ +0 ' '$TMP/.out' &&
         grep -qE '^10 +64 +[0-9]+ +[0-9]+% +[0-9.]+ +[0-9.]+ +0 ' '$TMP/.out' && [ ! -e '$TMP/bench' ]"
+    run "$BIN" bench serve --tasks 2000 --duration 1 --candidates 10 --connections 2 --members 3 --dir "$TMP/bench3"
+    check "limaml bench serve --members 3 (an ensemble, 48 floats a task): a table, no errors" bash -c "[ $rc -eq 0 ] &&
+        grep -qE '^10 +2 +[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+ +0 ' '$TMP/.out' && [ ! -e '$TMP/bench3' ]"
 else
     echo "skip: limaml bench serve (no wrk; scripts/install-deps.sh test installs it)"
 fi
