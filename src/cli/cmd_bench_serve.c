@@ -511,9 +511,14 @@ int bench_serve(int argc, char **argv)
         return cli_fail(&err);
     }
     int port = lm_http_port(http);
-    printf("bench serve: %llu embeddings in LMDB (E=16), model meta mlp:32,16, global mlp:64,32 (%s kernel), "
+    char ens[64] = "";
+    if (members > 1)
+        snprintf(ens, sizeof ens, ", an ensemble of %llu such networks", (unsigned long long)members);
+    printf("bench serve: %llu embeddings in LMDB (E=%llu), model meta mlp:32,16, global mlp:64,32%s (%s "
+           "kernel), "
            "server %u threads, wrk %llu thread(s), %.0f s a run, loopback, %ld cores shared\n",
-           (unsigned long long)tasks, lm_srv_kernel_pick() == LM_SRV_KERNEL_AVX2 ? "avx2" : "plain", nthreads,
+           (unsigned long long)tasks, 16 * (unsigned long long)members, ens,
+           lm_srv_kernel_pick() == LM_SRV_KERNEL_AVX2 ? "avx2" : "plain", nthreads,
            (unsigned long long)wrk_threads, duration, ncpu);
     printf("\n%-11s %-12s %12s %14s %10s %10s %8s %14s\n", "candidates", "connections", "requests/s",
            "candidates/s", "p50 ms", "p99 ms", "errors", "server us/req");
