@@ -222,7 +222,7 @@ static void legend(lm_xp_buf *b, const lm_xp *x)
     lm_xp_printf(b, "<p class=\"legend\">");
     for (int i = 0; i < LM_XP_NARMS; i++) {
         const lm_xp_arm *a = &x->arm[i];
-        if (!a->enabled) continue;
+        if (!a->enabled || !a->ncurve) continue; /* an ensemble's members have their own logs */
         lm_xp_printf(b, "<span><span class=\"dot\" style=\"background:%s\"></span>", COLORS[i]);
         esc(b, a->label);
         lm_xp_printf(b, " (lr %g, best epoch %u%s)</span> ", a->lr, a->rep[0].best_epoch,
