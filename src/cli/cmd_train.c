@@ -1,5 +1,6 @@
 /* cmd_train.c: `limaml train`. */
 #include "cli/cli.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,10 +46,71 @@ static void on_progress(void *ctx, const lm_train_progress *p)
             p->loss, p->tasks_per_s, p->eta_seconds);
 }
 
+/* --members M: M networks with seeds S, S+1, .., each trained as the single one would be, then
+ * one ensemble model (lm_model_ensemble). A --log file gets the members' lines in turn, each
+ * with "member": i (1-based) added, so one file tells them apart. */
+static int train_members(const lm_dataset *ds, const lm_train_opts *base, size_t M, const char *out,
+                         const char *algo, lm_err *err)
+{
+    lm_model **mem = calloc(M, sizeof *mem), *e = NULL;
+    char *logs = NULL;
+    int rc = mem ? LM_OK : lm_err_set(err, LM_ENOMEM, "out of memory");
+    char tmp[4200];
+    for (size_t i = 0; !rc && i < M; i++) {
+        lm_train_opts o = *base;
+        o.seed = base->seed + i;
+        if (base->log_path) {
+            snprintf(tmp, sizeof tmp, "%s.member%zu", base->log_path, i + 1);
+            o.log_path = tmp;
+        }
+        lm_train_report rep;
+        rc = lm_train(ds, &o, &mem[i], &rep, err);
+        if (rc) break;
+        printf("train: member %zu of %zu (seed %llu): %u epochs (best %u: val AUC %.4f), %.1f s\n", i + 1, M,
+               (unsigned long long)o.seed, rep.epochs_run, rep.best_epoch, rep.best_val_auc, rep.seconds);
+        fflush(stdout);
+        if (base->log_path) { /* append its lines to the one log, tagged, then drop its own */
+            char *data = NULL;
+            size_t len = 0;
+            if ((rc = lm_read_file(tmp, &data, &len, err))) break;
+            size_t lines = 1, have = logs ? strlen(logs) : 0;
+            for (size_t k = 0; k < len; k++) lines += data[k] == '\n';
+            size_t cap = have + len + lines * 32 + 1; /* each line: '{' becomes {"member":N, */
+            char *grown = realloc(logs, cap);
+            if (!grown) {
+                free(data);
+                rc = lm_err_set(err, LM_ENOMEM, "out of memory");
+                break;
+            }
+            logs = grown;
+            logs[have] = 0;
+            char *save = NULL;
+            for (char *l = strtok_r(data, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+                if (*l == '{')
+                    have += (size_t)snprintf(logs + have, cap - have, "{\"member\":%zu,%s\n", i + 1, l + 1);
+            free(data);
+            unlink(tmp);
+        }
+    }
+    if (!rc && base->log_path)
+        rc = lm_write_file_atomic(base->log_path, logs ? logs : "", logs ? strlen(logs) : 0, err);
+    if (!rc && (rc = lm_model_ensemble(&e, mem, M, err)) == LM_OK) memset(mem, 0, M * sizeof *mem);
+    if (!rc) rc = lm_model_save(e, out, err);
+    if (!rc)
+        printf(
+            "train: wrote %s: an ensemble of %zu %s networks (seeds %llu..%llu), meta embedding %zu floats\n",
+            out, M, algo, (unsigned long long)base->seed, (unsigned long long)(base->seed + M - 1),
+            lm_model_emb_dim(e));
+    for (size_t i = 0; mem && i < M; i++) lm_model_free(mem[i]);
+    free(mem), free(logs);
+    lm_model_free(e);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv)
 {
     const char *data, *out, *algo, *meta_block, *global_block, *decay, *log_path, *ckpt, *engine;
-    uint64_t n, tpb, epochs, warmup, seed, threads, patience, stop_after;
+    uint64_t n, tpb, epochs, warmup, seed, threads, patience, stop_after, members;
     double task_lr, lr, clip, dropout, sw = LM_SUPPORT_WEIGHT_AUTO, idf;
     const char *sw_s = NULL;
     int first_order, scale, resume, quiet, emb_logit;
@@ -83,6 +145,9 @@ int cmd_train(int argc, char **argv)
         {"id-default-frac", CLI_F64, &idf, "F", "0.1", 0,
          "id meta block: tasks trained through the shared default row"},
         {"seed", CLI_U64, &seed, "S", "1", 0, "random seed"},
+        {"members", CLI_U64, &members, "M", "1", 0,
+         "train M networks with seeds S..S+M-1 and write them as one ensemble model (limaml ensemble; "
+         "--log FILE gets each member's lines with a \"member\" field)"},
         {"threads", CLI_U64, &threads, "N", "0", 0, "threads (0: all cores)"},
         {"log", CLI_STR, &log_path, "FILE", NULL, 0, "per-epoch JSON lines"},
         {"checkpoint", CLI_STR, &ckpt, "FILE", NULL, 0, "checkpoint written at every epoch end"},
@@ -129,6 +194,10 @@ int cmd_train(int argc, char **argv)
     if (epochs < 1 || epochs > 100000) return cli_usage_error(&cmd, "--epochs must be in [1, 100000]");
     if (threads > 1024) return cli_usage_error(&cmd, "--threads must be at most 1024");
     if (resume && !ckpt) return cli_usage_error(&cmd, "--resume needs --checkpoint FILE");
+    if (members < 1 || members > 16) return cli_usage_error(&cmd, "--members must be in [1, 16]");
+    if (members > 1 && (ckpt || stop_after))
+        return cli_usage_error(&cmd, "--members trains every member to its end: no --checkpoint or "
+                                     "--stop-after-epochs (train the members apart, then limaml ensemble)");
     if (strcmp(sw_s, "auto") != 0) {
         char *end;
         sw = strtod(sw_s, &end);
@@ -166,6 +235,11 @@ int cmd_train(int argc, char **argv)
     lm_err err = {0};
     lm_dataset *ds;
     if (lm_dataset_open(&ds, data, 0, &err)) return cli_fail(&err);
+    if (members > 1) {
+        int rc = train_members(ds, &o, (size_t)members, out, algo, &err);
+        lm_dataset_close(ds);
+        return rc ? cli_fail(&err) : 0;
+    }
     lm_model *m;
     lm_train_report rep;
     if (lm_train(ds, &o, &m, &rep, &err)) {

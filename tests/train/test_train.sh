@@ -138,6 +138,26 @@ check "adapt prints a 16-value embedding" bash -c "grep -o '\[.*\]' '$TMP/.out' 
 run "$BIN" adapt --model "$TMP/limaml.st" --data "$TMP/ds" --task no-such-task
 check "adapt of an unknown task fails naming it" grep -q "no-such-task" "$TMP/.err"
 
+# --members M: M seeds in one ensemble model, the same as training them apart and packing them
+# with limaml ensemble; one log with every member's lines tagged.
+run "$BIN" train "${common[@]}" --algo limaml --seed 5 --members 2 --out "$TMP/ens.st" --log "$TMP/ens.log"
+check "train --members 2" test "$rc" -eq 0
+check "  ... says it wrote an ensemble of 2 with a 32-float embedding" grep -q "an ensemble of 2 limaml networks (seeds 5..6), meta embedding 32 floats" "$TMP/.out"
+check "  ... one log, each member's epochs tagged" bash -c "[ \$(grep -c '^{\"member\":1,\"epoch\"' '$TMP/ens.log') -eq 4 ] && [ \$(grep -c '^{\"member\":2,\"epoch\"' '$TMP/ens.log') -eq 4 ] && [ ! -e '$TMP/ens.log.member1' ]"
+run "$BIN" train "${common[@]}" --algo limaml --seed 5 --out "$TMP/m5.st"
+run "$BIN" train "${common[@]}" --algo limaml --seed 6 --out "$TMP/m6.st"
+run "$BIN" ensemble --out "$TMP/ens2.st" "$TMP/m5.st" "$TMP/m6.st"
+check "limaml ensemble of the same two seeds" test "$rc" -eq 0
+check "  ... is the same file, byte for byte" cmp -s "$TMP/ens.st" "$TMP/ens2.st"
+run "$BIN" adapt --model "$TMP/ens.st" --data "$TMP/ds" --task "$key" --steps 2
+check "  ... adapt prints its 32-value embedding" bash -c "grep -o '\[.*\]' '$TMP/.out' | tr ',' '\n' | wc -l | grep -qx 32"
+run "$BIN" ensemble --out "$TMP/bad.st" "$TMP/m5.st" "$TMP/plain.st"
+check "  ... a LiMAML and a plain network are refused (exit 1, named)" bash -c "[ $rc -eq 1 ] && grep -q 'differs from member 1' '$TMP/.err'"
+run "$BIN" ensemble --out "$TMP/bad.st" "$TMP/m5.st"
+check "  ... one member is a usage error (exit 2)" test "$rc" -eq 2
+run "$BIN" train "${common[@]}" --members 2 --checkpoint "$TMP/ck.st" --out "$TMP/u.st"
+check "  ... --members with --checkpoint is a usage error (exit 2)" test "$rc" -eq 2
+
 # Usage errors exit 2.
 run "$BIN" train --data "$TMP/ds" --out "$TMP/u.st" --algo nope
 check "unknown algorithm: exit 2" test "$rc" -eq 2
