@@ -466,12 +466,14 @@ static int load_one(lm_st_file *f, const cJSON *r, const char *prefix, const cha
     const cJSON *tr = cJSON_GetObjectItem(r, "train");
     if (tr) m->train_json = cJSON_PrintUnformatted(tr);
     if (c.meta_kind == LM_NET_META_ID) {
-        /* the member's own keys (member<i>.meta.id_keys in an ensemble) */
+        /* the member's own keys (member<i>.meta.id_keys in an ensemble); one-dimensional, so
+         * the offsets hold the id_rows entries their shape says (a (id_rows, 0) shape has none) */
         char kon[LM_ST_NAME_MAX], kkn[LM_ST_NAME_MAX];
         snprintf(kon, sizeof kon, "%smeta.id_key_offsets", prefix);
         snprintf(kkn, sizeof kkn, "%smeta.id_keys", prefix);
         const lm_st_tensor *ko = lm_st_find(f, kon), *kk = lm_st_find(f, kkn);
-        if (!ko || !kk || ko->dtype != LM_DT_I64 || kk->dtype != LM_DT_U8 || ko->shape[0] != c.id_rows)
+        if (!ko || !kk || ko->dtype != LM_DT_I64 || kk->dtype != LM_DT_U8 || ko->ndim != 1 || kk->ndim != 1 ||
+            ko->shape[0] != c.id_rows)
             BAD("%s: the id meta block's task keys are missing or inconsistent", path);
         m->nid = c.id_rows - 1;
         m->id_off = malloc(ko->nbytes);

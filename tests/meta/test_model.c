@@ -1,6 +1,11 @@
 /* test_model.c: the model file (src/meta/model.c) with ensembles: an ensemble of MLP or id meta
- * blocks round-trips (an id member's task keys under member<i>.meta.id_keys). */
+ * blocks round-trips (an id member's task keys under member<i>.meta.id_keys); and hand-edited
+ * files are refused with LM_EFORMAT or LM_EMISMATCH, not read out of bounds: "members" not an
+ * array of objects, fewer than 2, members of other widths E, a member's tensor missing, an extra
+ * tensor, task key offsets whose shape claims id_rows entries but holds none. Run under
+ * LM_SANITIZE=address to see the overreads and leaks these paths could have. */
 #include "meta/model.h"
+#include "model/safetensors.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -111,6 +116,133 @@ static void test_round_trip(int id_kind)
     lm_model_free(e);
 }
 
+/* ============================================================================================
+ * hand-edited files
+ * ========================================================================================== */
+
+#define MAX_T 128
+
+/* Rewrite the tensors of up to two files into `dst` with new metadata `meta` (NULL: the first
+ * file's "limaml"): file i's names get `prefix[i]` ("" or NULL: as they are), the tensor named
+ * `drop` is left out, `extra` (when set) is added, and `edit` may change any tensor. */
+typedef void (*edit_fn)(lm_st_tensor *t);
+static void rewrite(const char *dst, const char *const *src, size_t nsrc, const char *const *prefix,
+                    const char *meta, const char *drop, int extra, edit_fn edit)
+{
+    lm_st_file *f[2] = {0};
+    lm_st_tensor t[MAX_T];
+    size_t n = 0;
+    lm_err err = {0};
+    static const float one = 1;
+    for (size_t i = 0; i < nsrc; i++) {
+        if (lm_st_open(&f[i], src[i], &err)) {
+            printf("FAIL open %s: %s\n", src[i], err.msg);
+            exit(1);
+        }
+        for (size_t j = 0; j < lm_st_count(f[i]) && n < MAX_T; j++) {
+            lm_st_tensor x = *lm_st_get(f[i], j);
+            if (prefix && prefix[i] && *prefix[i])
+                snprintf(x.name, sizeof x.name, "%s%s", prefix[i], lm_st_get(f[i], j)->name);
+            if (drop && !strcmp(x.name, drop)) continue;
+            if (edit) edit(&x);
+            t[n++] = x;
+        }
+    }
+    if (extra)
+        t[n++] = (lm_st_tensor){
+            .name = "extra", .dtype = LM_DT_F32, .ndim = 1, .shape = {1}, .data = &one, .nbytes = sizeof one};
+    const char *k[1] = {"limaml"}, *v[1] = {meta ? meta : lm_st_meta(f[0], "limaml")};
+    if (lm_st_write(dst, t, n, k, v, 1, &err)) {
+        printf("FAIL write %s: %s\n", dst, err.msg);
+        exit(1);
+    }
+    for (size_t i = 0; i < nsrc; i++) lm_st_close(f[i]);
+}
+
+/* The "limaml" metadata of a saved file (malloc'd). */
+static char *meta_of(const char *path)
+{
+    lm_st_file *f;
+    lm_err err = {0};
+    if (lm_st_open(&f, path, &err)) return NULL;
+    char *s = strdup(lm_st_meta(f, "limaml"));
+    lm_st_close(f);
+    return s;
+}
+
+/* Loading `path` fails with `want` and a message holding `says`. */
+static void refused(const char *path, int want, const char *says, const char *what)
+{
+    lm_model *m = NULL;
+    lm_err err = {0};
+    int rc = lm_model_load(&m, path, &err);
+    CHECK(rc == want && !m && strstr(err.msg, says), "%s: rc %d (want %d), '%s' (want '%s')", what, rc, want,
+          err.msg, says);
+    lm_model_free(m);
+}
+
+/* Offsets of id_rows entries claimed by a 2-d shape (id_rows, 0): no bytes at all. */
+static void empty_offsets(lm_st_tensor *t)
+{
+    if (!strstr(t->name, "meta.id_key_offsets")) return;
+    t->ndim = 2, t->shape[1] = 0, t->nbytes = 0;
+}
+
+static void test_hostile(void)
+{
+    char a3[4200], a4[4200], e[4200], id1[4200], eid[4200], bad[4200];
+    path_of(a3, sizeof a3, "a3.st"), path_of(a4, sizeof a4, "a4.st"), path_of(e, sizeof e, "e.st");
+    path_of(id1, sizeof id1, "id1.st"), path_of(eid, sizeof eid, "eid.st"),
+        path_of(bad, sizeof bad, "bad.st");
+    lm_model *m3 = model_of(3, 0, 1), *m4 = model_of(4, 0, 2), *mi = model_of(3, 1, 3);
+    lm_model *ens = ensemble_of(3, 0, 1, 2), *ensi = ensemble_of(3, 1, 3, 4);
+    save(m3, a3), save(m4, a4), save(mi, id1), save(ens, e), save(ensi, eid);
+    lm_model_free(m3), lm_model_free(m4), lm_model_free(mi), lm_model_free(ens), lm_model_free(ensi);
+    char *j3 = meta_of(a3), *j4 = meta_of(a4);
+    if (!j3 || !j4) {
+        CHECK(0, "the saved files' metadata");
+        free(j3), free(j4);
+        return;
+    }
+    size_t cap = 3 * (strlen(j3) + strlen(j4)) + 256;
+    char *meta = malloc(cap);
+    const char *both[2] = {a3, a4}, *same[2] = {a3, a3}, *pre[2] = {"member0.", "member1."};
+    const char *one[1] = {e};
+
+    /* "members" that is not an array of at least two objects */
+    snprintf(meta, cap, "{\"version\":1,\"members\":[%s,5]}", j3);
+    rewrite(bad, same, 2, pre, meta, NULL, 0, NULL);
+    refused(bad, LM_EFORMAT, "member 2: not an object", "a member that is a number");
+    snprintf(meta, cap, "{\"version\":1,\"members\":[%s]}", j3);
+    rewrite(bad, same, 1, pre, meta, NULL, 0, NULL);
+    refused(bad, LM_EFORMAT, "at least 2", "one member");
+    snprintf(meta, cap, "{\"version\":1,\"members\":{\"a\":%s,\"b\":%s}}", j3, j3);
+    rewrite(bad, same, 2, pre, meta, NULL, 0, NULL);
+    refused(bad, LM_EFORMAT, "at least 2", "members as an object");
+    snprintf(meta, cap, "{\"version\":1,\"members\":[%s,{\"members\":[%s,%s]}]}", j3, j3, j3);
+    rewrite(bad, same, 2, pre, meta, NULL, 0, NULL);
+    refused(bad, LM_EFORMAT, "(ensemble member 2)", "a nested ensemble");
+
+    /* members of other widths, each consistent with its own tensors */
+    snprintf(meta, cap, "{\"version\":1,\"members\":[%s,%s]}", j3, j4);
+    rewrite(bad, both, 2, pre, meta, NULL, 0, NULL);
+    refused(bad, LM_EMISMATCH, "member 2 differs", "members with E 3 and 4");
+
+    /* a member's tensor missing; a tensor too many */
+    rewrite(bad, one, 1, NULL, NULL, "member1.global.layer1.bias", 0, NULL);
+    refused(bad, LM_EFORMAT, "'member1.global.layer1.bias' is missing", "a member's tensor missing");
+    rewrite(bad, one, 1, NULL, NULL, NULL, 1, NULL);
+    refused(bad, LM_EFORMAT, "tensors, the network described has", "an extra tensor");
+
+    /* task key offsets that claim id_rows entries and hold no bytes: one network, a member */
+    const char *single_id[1] = {id1}, *ens_id[1] = {eid};
+    rewrite(bad, single_id, 1, NULL, NULL, NULL, 0, empty_offsets);
+    refused(bad, LM_EFORMAT, "task keys are missing or inconsistent", "empty task key offsets");
+    rewrite(bad, ens_id, 1, NULL, NULL, NULL, 0, empty_offsets);
+    refused(bad, LM_EFORMAT, "task keys are missing or inconsistent", "a member's empty task key offsets");
+    free(meta), free(j3), free(j4);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0); /* a sanitizer's abort keeps the failures printed before it */
@@ -119,6 +251,7 @@ int main(void)
     lm_test_mkdir_p(dir);
     test_round_trip(0);
     test_round_trip(1);
+    test_hostile();
     lm_rmtree(dir);
     return CHECK_DONE();
 }
