@@ -131,6 +131,11 @@ int lm_model_ensemble(lm_model **out, lm_model **members, size_t n, lm_err *err)
     *out = NULL;
     if (n < 2) return lm_err_set(err, LM_EINVAL, "ensemble: %zu member(s), at least 2", n);
     for (size_t i = 0; i < n; i++) {
+        /* the ensemble frees each member once: one model given twice would be freed twice */
+        for (size_t j = 0; j < i; j++)
+            if (members[j] == members[i])
+                return lm_err_set(err, LM_EINVAL, "ensemble: members %zu and %zu are the same model", j + 1,
+                                  i + 1);
         if (members[i]->nmembers)
             return lm_err_set(err, LM_EINVAL, "ensemble: member %zu is itself an ensemble", i + 1);
         if (!same_architecture(members[0], members[i]))

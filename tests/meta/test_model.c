@@ -1,9 +1,10 @@
-/* test_model.c: the model file (src/meta/model.c) with ensembles: an ensemble of MLP or id meta
- * blocks round-trips (an id member's task keys under member<i>.meta.id_keys); and hand-edited
- * files are refused with LM_EFORMAT or LM_EMISMATCH, not read out of bounds: "members" not an
- * array of objects, fewer than 2, members of other widths E, a member's tensor missing, an extra
- * tensor, task key offsets whose shape claims id_rows entries but holds none. Run under
- * LM_SANITIZE=address to see the overreads and leaks these paths could have. */
+/* test_model.c: the model file (src/meta/model.c) with ensembles: an ensemble of id meta blocks
+ * round-trips (its members' task keys under member<i>.meta.id_keys); lm_model_ensemble refuses
+ * one model given twice; and hand-edited files are refused with LM_EFORMAT or LM_EMISMATCH, not
+ * read out of bounds: "members" not an array of objects, fewer than 2, members of other widths
+ * E, a member's tensor missing, an extra tensor, task key offsets whose shape claims id_rows
+ * entries but holds none. Run under LM_SANITIZE=address to see the leaks and overreads these
+ * paths once had. */
 #include "meta/model.h"
 #include "model/safetensors.h"
 
@@ -114,6 +115,18 @@ static void test_round_trip(int id_kind)
     }
     lm_model_free(back);
     lm_model_free(e);
+}
+
+/* One model twice would be freed twice by the ensemble: refused, the caller keeps it. */
+static void test_same_pointer(void)
+{
+    lm_model *a = model_of(3, 0, 5), *e = NULL;
+    if (!a) return;
+    lm_model *twice[2] = {a, a};
+    lm_err err = {0};
+    CHECK(lm_model_ensemble(&e, twice, 2, &err) == LM_EINVAL && !e, "one model given twice is refused: %s",
+          err.msg);
+    lm_model_free(a);
 }
 
 /* ============================================================================================
@@ -251,6 +264,7 @@ int main(void)
     lm_test_mkdir_p(dir);
     test_round_trip(0);
     test_round_trip(1);
+    test_same_pointer();
     test_hostile();
     lm_rmtree(dir);
     return CHECK_DONE();
