@@ -564,7 +564,11 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
             nm++;
             ntens += got;
         }
-        if ((rc = lm_model_ensemble(&m, mem, nm, err))) goto done;
+        lm_err e2 = {0};
+        if ((rc = lm_model_ensemble(&m, mem, nm, &e2))) {
+            rc = lm_err_set(err, rc, "%s: %s", path, e2.msg); /* which file's members differ */
+            goto done;
+        }
         nm = 0; /* the ensemble owns them */
     }
     if (ntens != lm_st_count(f))

@@ -239,7 +239,8 @@ static void test_hostile(void)
     /* members of other widths, each consistent with its own tensors */
     snprintf(meta, cap, "{\"version\":1,\"members\":[%s,%s]}", j3, j4);
     rewrite(bad, both, 2, pre, meta, NULL, 0, NULL);
-    refused(bad, LM_EMISMATCH, "member 2 differs", "members with E 3 and 4");
+    refused(bad, LM_EMISMATCH, "bad.st: ensemble: member 2 differs",
+            "members with E 3 and 4 (the file named)");
 
     /* a member's tensor missing; a tensor too many */
     rewrite(bad, one, 1, NULL, NULL, "member1.global.layer1.bias", 0, NULL);
