@@ -338,7 +338,7 @@ size_t lm_model_emb_dim(const lm_model *m);
  * architecture, options and schema, each trained on its own (e.g. another seed). It scores a
  * row with the mean of the members' logits, each member adapted and embedded on its own, and
  * saves and loads as one file. On success it owns the members (lm_model_free frees them); on
- * failure the caller keeps them. A member may not itself be an ensemble. */
+ * failure the caller keeps them. A member may not itself be an ensemble, nor be given twice. */
 int lm_model_ensemble(lm_model **out, lm_model **members, size_t n, lm_err *err);
 /* 1 for a single network, else the ensemble's member count. */
 size_t lm_model_nmembers(const lm_model *m);

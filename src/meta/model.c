@@ -131,6 +131,11 @@ int lm_model_ensemble(lm_model **out, lm_model **members, size_t n, lm_err *err)
     *out = NULL;
     if (n < 2) return lm_err_set(err, LM_EINVAL, "ensemble: %zu member(s), at least 2", n);
     for (size_t i = 0; i < n; i++) {
+        /* the ensemble frees each member once: one model given twice would be freed twice */
+        for (size_t j = 0; j < i; j++)
+            if (members[j] == members[i])
+                return lm_err_set(err, LM_EINVAL, "ensemble: members %zu and %zu are the same model", j + 1,
+                                  i + 1);
         if (members[i]->nmembers)
             return lm_err_set(err, LM_EINVAL, "ensemble: member %zu is itself an ensemble", i + 1);
         if (!same_architecture(members[0], members[i]))
@@ -466,8 +471,14 @@ static int load_one(lm_st_file *f, const cJSON *r, const char *prefix, const cha
     const cJSON *tr = cJSON_GetObjectItem(r, "train");
     if (tr) m->train_json = cJSON_PrintUnformatted(tr);
     if (c.meta_kind == LM_NET_META_ID) {
-        const lm_st_tensor *ko = lm_st_find(f, "meta.id_key_offsets"), *kk = lm_st_find(f, "meta.id_keys");
-        if (!ko || !kk || ko->dtype != LM_DT_I64 || kk->dtype != LM_DT_U8 || ko->shape[0] != c.id_rows)
+        /* the member's own keys (member<i>.meta.id_keys in an ensemble); one-dimensional, so
+         * the offsets hold the id_rows entries their shape says (a (id_rows, 0) shape has none) */
+        char kon[LM_ST_NAME_MAX], kkn[LM_ST_NAME_MAX];
+        snprintf(kon, sizeof kon, "%smeta.id_key_offsets", prefix);
+        snprintf(kkn, sizeof kkn, "%smeta.id_keys", prefix);
+        const lm_st_tensor *ko = lm_st_find(f, kon), *kk = lm_st_find(f, kkn);
+        if (!ko || !kk || ko->dtype != LM_DT_I64 || kk->dtype != LM_DT_U8 || ko->ndim != 1 || kk->ndim != 1 ||
+            ko->shape[0] != c.id_rows)
             BAD("%s: the id meta block's task keys are missing or inconsistent", path);
         m->nid = c.id_rows - 1;
         m->id_off = malloc(ko->nbytes);
@@ -553,7 +564,11 @@ int lm_model_load(lm_model **out, const char *path, lm_err *err)
             nm++;
             ntens += got;
         }
-        if ((rc = lm_model_ensemble(&m, mem, nm, err))) goto done;
+        lm_err e2 = {0};
+        if ((rc = lm_model_ensemble(&m, mem, nm, &e2))) {
+            rc = lm_err_set(err, rc, "%s: %s", path, e2.msg); /* which file's members differ */
+            goto done;
+        }
         nm = 0; /* the ensemble owns them */
     }
     if (ntens != lm_st_count(f))
