@@ -132,7 +132,7 @@ static int default_is_text(const cli_opt *o)
     }
 }
 
-int cli_parse(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list *pos)
+static int parse_args(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list *pos)
 {
     int seen[128] = {0};
     int nopts = 0;
@@ -206,4 +206,16 @@ int cli_parse(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list
         if (opts[j].required && !seen[j])
             return cli_usage_error(cmd, "missing required option --%s", opts[j].name);
     return 0;
+}
+
+/* On --help or a usage error the caller returns at once: the lists gathered so far (positional
+ * words, list options) are freed here, so no path leaks them. */
+int cli_parse(const cli_cmd *cmd, cli_opt *opts, int argc, char **argv, cli_list *pos)
+{
+    int rc = parse_args(cmd, opts, argc, argv, pos);
+    if (rc == 0) return 0;
+    if (pos) free(pos->v), *pos = (cli_list){0};
+    for (cli_opt *o = opts; o && o->name; o++)
+        if (o->kind == CLI_LIST) free(((cli_list *)o->dst)->v), *(cli_list *)o->dst = (cli_list){0};
+    return rc;
 }

@@ -6,6 +6,7 @@
 #include "model/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -393,6 +394,12 @@ int lm_model_save(const lm_model *m, const char *path, lm_err *err)
     return rc;
 }
 
+/* x is a whole number in [1, max] */
+static int whole_in(double x, double max)
+{
+    return x >= 1 && x <= max && x == floor(x);
+}
+
 static size_t json_sizes(const cJSON *a, size_t *v, size_t max, int *bad)
 {
     size_t n = 0;
@@ -403,7 +410,7 @@ static size_t json_sizes(const cJSON *a, size_t *v, size_t max, int *bad)
     }
     cJSON_ArrayForEach(e, a)
     {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 1 || n >= max)
+        if (!cJSON_IsNumber(e) || !whole_in(e->valuedouble, 65536) || n >= max)
             *bad = 1;
         else
             v[n++] = (size_t)e->valuedouble;
@@ -448,11 +455,19 @@ static int load_one(lm_st_file *f, const cJSON *r, const char *prefix, const cha
     c.nglobal_hidden =
         json_sizes(cJSON_GetObjectItem(net, "global_hidden"), c.global_hidden, LM_MLP_MAX_LAYERS - 1, &bad);
     const cJSON *x;
-    if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "emb_dim")))
+    /* counts from the file are checked before they become sizes (a negative or huge double
+     * converted to size_t is undefined) */
+    if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "emb_dim")) && whole_in(x->valuedouble, 65536))
         c.emb_dim = (size_t)x->valuedouble;
     else
         bad = 1;
-    if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "id_rows"))) c.id_rows = (size_t)x->valuedouble;
+    if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "id_rows"))) {
+        /* 0 for an mlp block (lm_net_init wants >= 1 for an id block) */
+        if (x->valuedouble == 0 || whole_in(x->valuedouble, 1099511627776.0))
+            c.id_rows = (size_t)x->valuedouble;
+        else
+            bad = 1;
+    }
     if (cJSON_IsBool(x = cJSON_GetObjectItem(net, "meta_in_global"))) c.meta_in_global = cJSON_IsTrue(x);
     if (cJSON_IsNumber(x = cJSON_GetObjectItem(net, "dropout"))) c.dropout = x->valuedouble;
     /* models from before the option have no key: off */

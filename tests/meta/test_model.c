@@ -254,6 +254,24 @@ static void test_hostile(void)
     refused(bad, LM_EFORMAT, "task keys are missing or inconsistent", "empty task key offsets");
     rewrite(bad, ens_id, 1, NULL, NULL, NULL, 0, empty_offsets);
     refused(bad, LM_EFORMAT, "task keys are missing or inconsistent", "a member's empty task key offsets");
+
+    /* sizes that are not whole numbers in range: refused before they become sizes */
+    const char *sizes[][2] = {{"\"emb_dim\":3", "\"emb_dim\":-1"},
+                              {"\"emb_dim\":3", "\"emb_dim\":1e30"},
+                              {"\"emb_dim\":3", "\"emb_dim\":2.5"},
+                              {"\"id_rows\":", "\"id_rows\":-7,\"x\":"},
+                              {"\"global_hidden\":[", "\"global_hidden\":[1e300,"}};
+    const char *m3f[1] = {a3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        const char *at = strstr(j3, sizes[i][0]);
+        CHECK(at != NULL, "the metadata has %s", sizes[i][0]);
+        if (!at) continue;
+        snprintf(meta, cap, "%.*s%s%s", (int)(at - j3), j3, sizes[i][1], at + strlen(sizes[i][0]));
+        rewrite(bad, m3f, 1, NULL, meta, NULL, 0, NULL);
+        char what[96];
+        snprintf(what, sizeof what, "%s in the metadata", sizes[i][1]);
+        refused(bad, LM_EFORMAT, "bad network description", what);
+    }
     free(meta), free(j3), free(j4);
 }
 
