@@ -11,12 +11,8 @@ BIN=${LM_BIN:?LM_BIN must name the limaml binary}
 TMP=${LM_TMP:-/tmp/limaml-test}/test_bench_embed.$$
 rm -rf "$TMP"
 mkdir -p "$TMP"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -5 "$TMP/.err" 2>/dev/null)"; fi; }
-run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
+LM_TEST_TAIL=5
+. "$(dirname "$0")/../lm_test.sh"
 
 torch=()
 if [ -n "${LM_PYREF_PYTHON:-}" ]; then

@@ -11,12 +11,7 @@ SRC=${LM_SRC:?LM_SRC must name the source folder}
 TMP=${LM_TMP:-/tmp/limaml-test}/test_embed.$$
 rm -rf "$TMP"
 mkdir -p "$TMP"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -3 "$TMP/.err" 2>/dev/null)"; fi; }
-run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
+. "$(dirname "$0")/../lm_test.sh"
 redis_dir="$TMP/redis"
 cleanup() { bash "$SRC/scripts/redis-test-server.sh" stop "$redis_dir" >/dev/null 2>&1; }
 trap cleanup EXIT

@@ -12,12 +12,7 @@ BIN=${LM_BIN:?LM_BIN must name the limaml binary}
 TMP=${LM_TMP:-/tmp/limaml-test}/test_experiment.$$
 rm -rf "$TMP"
 mkdir -p "$TMP"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -3 "$TMP/.err" 2>/dev/null)"; fi; }
-run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
+. "$(dirname "$0")/../lm_test.sh"
 
 OUT="$TMP/xp"
 run "$BIN" experiment synthetic --tasks 400 --seeds 2 --quick --threads 2 --out "$OUT"

@@ -14,36 +14,9 @@ TMP=${LM_TMP:-/tmp/limaml-test}/test_ensemble.$$
 CLIENT="python3 $SRC/tests/serve/client.py"
 rm -rf "$TMP"
 mkdir -p "$TMP"
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL: $1"; [ -n "${2:-}" ] && echo "  $2"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name" "$(tail -3 "$TMP/.err" 2>/dev/null)"; fi; }
-run() { "$@" >"$TMP/.out" 2>"$TMP/.err"; rc=$?; }
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
+. "$(dirname "$0")/../lm_test.sh"
+trap stop_servers EXIT
 
-# start_server NAME ARGS...: a server on a free loopback port; sets port and NAME_pid.
-start_server() {
-    local name=$1
-    shift
-    "$BIN" serve --listen 127.0.0.1:0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    local p=$!
-    pids+=("$p")
-    eval "${name}_pid=$p"
-    port=
-    for _ in $(seq 200); do
-        grep -q "listening on" "$TMP/$name.out" 2>/dev/null && break
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.05
-    done
-    port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/$name.out")
-    [ -n "$port" ] || { echo "  $name did not start: $(tail -3 "$TMP/$name.err")"; return 1; }
-}
 post() { $CLIENT call "$1" POST "$2" "$3"; }
 get() { $CLIENT call "$1" GET "$2" -; }
 
