@@ -380,6 +380,18 @@ static void logits(lm_srv_model *sm, lm_srv_ws *w, float *z)
  * (each engine, each kernel) as lm_evaluate forms it; fast and reference agree; two copies of A
  * score as A, bit for bit; the cold start is A's then B's; the model id covers both members in
  * order, and a single network's id is the hash it always was. */
+
+/* What an ensemble of two scores: the members' logits summed, divided by 2 in float, then the
+ * sigmoid (binary), in that order, as lm_evaluate and the server form it. */
+static void two_member_scores(int binary, const float *za, const float *zb, size_t B, float *out)
+{
+    for (size_t r = 0; r < B; r++) {
+        float m = za[r] + zb[r];
+        m = m / 2.0f;
+        out[r] = binary ? 1.0f / (1.0f + expf(-m)) : m;
+    }
+}
+
 static void test_ensemble(int emb_logit)
 {
     emb_logit_on = emb_logit;
@@ -443,11 +455,7 @@ static void test_ensemble(int emb_logit)
             a->kernel = b->kernel = ens->kernel = k ? LM_SRV_KERNEL_AVX2 : LM_SRV_KERNEL_PLAIN;
             logits(a, &wa, za);
             logits(b, &wb, zb);
-            for (size_t r = 0; r < B; r++) {
-                float m = za[r] + zb[r];
-                m = m / 2.0f;
-                want_z[r] = ens->binary ? 1.0f / (1.0f + expf(-m)) : m;
-            }
+            two_member_scores(ens->binary, za, zb, B, want_z);
             lm_srv_score_rows(ens, &we);
             CHECK(!memcmp(we.z, want_z, B * sizeof(float)),
                   "shape %zu%s, %s kernel: the ensemble's scores are not the members' mean logit's", t,
@@ -457,8 +465,6 @@ static void test_ensemble(int emb_logit)
         CHECK(!avx2 || !memcmp(zf, we.z, B * sizeof(float)), "shape %zu: ensemble, AVX2 differs from plain",
               t);
         /* the reference engine: the same sum and mean of lm_net_predict_emb's logits */
-        copy_request(&wa, &we, a->net, we.emb, E);
-        copy_request(&wb, &we, b->net, we.emb + E, E);
         lm_srv_ws wra = {0}, wrb = {0};
         ok = !lm_srv_ws_prepare(&wra, ar, 64, &err) && !lm_srv_ws_prepare(&wrb, br, 64, &err);
         CHECK(ok, "ws: %s", err.msg);
@@ -467,11 +473,7 @@ static void test_ensemble(int emb_logit)
             copy_request(&wrb, &we, br->net, we.emb + E, E);
             logits(ar, &wra, za);
             logits(br, &wrb, zb);
-            for (size_t r = 0; r < B; r++) {
-                float m = za[r] + zb[r];
-                m = m / 2.0f;
-                want_z[r] = ensr->binary ? 1.0f / (1.0f + expf(-m)) : m;
-            }
+            two_member_scores(ensr->binary, za, zb, B, want_z);
             lm_srv_score_rows(ensr, &wer);
             CHECK(!memcmp(wer.z, want_z, B * sizeof(float)),
                   "shape %zu: the reference engine's ensemble scores are not the members' mean", t);
