@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages limaml needs, once. Idempotent and quiet when everything is there.
 # Usage: scripts/install-deps.sh [build|test|all]   (default: build)
+#        scripts/install-deps.sh --only PKG...      (those packages: what the setup-*.sh need)
 set -euo pipefail
 
 want=${1:-build}
@@ -9,7 +10,8 @@ test_pkgs=(python3-torch python3-venv redis-server redis-tools wrk clang-format)
 case "$want" in
   build) pkgs=("${build_pkgs[@]}") ;;
   test|all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
+  --only) shift; [ $# -gt 0 ] || { echo "usage: $0 --only PKG..." >&2; exit 2; }; pkgs=("$@") ;;
+  *) echo "usage: $0 [build|test|all] | --only PKG..." >&2; exit 2 ;;
 esac
 
 missing=()

@@ -21,16 +21,7 @@ if [ -x "$py" ] && "$py" -c "$probe" >/dev/null 2>&1; then
 fi
 
 # Debian's venv module, for /usr/bin/python3
-if ! /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup-gbm: missing package: python3-venv; run as root or install it" >&2
-    exit 1
-  fi
-  echo "setup-gbm: installing python3-venv" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-fi
+"$(dirname "$0")/install-deps.sh" --only python3-venv
 
 # a venv of its own (no system site-packages: PyPI's wheels only), with the three packages
 if [ ! -x "$py" ]; then

@@ -20,22 +20,7 @@ if [ -x "$py" ] && "$py" -c "$probe" >/dev/null 2>&1; then
 fi
 
 # Debian's torch and venv, for /usr/bin/python3
-missing=()
-for p in python3-torch python3-venv; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup-pyref: missing packages: ${missing[*]}; run as root or install them" >&2
-    exit 1
-  fi
-  echo "setup-pyref: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/install-deps.sh" --only python3-torch python3-venv
 
 # a venv over the system site-packages (torch), with safetensors from PyPI
 if [ ! -x "$py" ]; then

@@ -18,16 +18,8 @@ if [ -x "$st" ] && "$st" --version >/dev/null 2>&1; then
   exit 0
 fi
 
-if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup-schemathesis: missing package python3-venv; run as root or install it" >&2
-    exit 1
-  fi
-  echo "setup-schemathesis: installing python3-venv" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-fi
+# Debian's venv module
+"$(dirname "$0")/install-deps.sh" --only python3-venv
 
 # Debian's python3 (a pyenv python3 may come first on PATH); a lock so that parallel test runs
 # do not build the same venv at once
