@@ -1,7 +1,7 @@
 /* lm_testcase.h: the case harness of the data tests: a case passes when none of its CHECKs
  * failed (begin/end count cases, not checks), plus small helpers they share: a path exists,
  * JSON written with single quotes, a message holding '|'-separated phrases, a growing text
- * buffer. Each test program includes it once (static definitions). */
+ * buffer, a task by its key. Each test program includes it once (static definitions). */
 #ifndef LM_TESTS_TESTCASE_H
 #define LM_TESTS_TESTCASE_H
 
@@ -95,6 +95,13 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
 }
 
 /* A 31-bit pseudo-random number (an LCG): inputs that need no better. */
+/* The task with key `key` (NUL-terminated; LM_KEY_SEP inside for composite keys), or NULL. */
+static const lm_task *find_task(const lm_dataset *ds, const char *key)
+{
+    uint64_t t;
+    return lm_dataset_find_task(ds, key, strlen(key), &t) == LM_OK ? lm_dataset_task(ds, t) : NULL;
+}
+
 static uint64_t lcg(uint64_t *s)
 {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;

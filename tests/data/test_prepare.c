@@ -139,19 +139,6 @@ static int prep(const char *dir, const char *schema_sq, const char *const *names
     return rc;
 }
 
-/* The task with key `key` (NUL-terminated; LM_KEY_SEP inside for composite keys). */
-static const lm_task *find_task(const lm_dataset *ds, const char *key)
-{
-    size_t kl = strlen(key);
-    for (uint64_t t = 0; t < lm_dataset_ntasks(ds); t++) {
-        const lm_task *k = lm_dataset_task(ds, t);
-        size_t len;
-        const char *p = lm_dataset_task_key(ds, k, &len);
-        if (len == kl && !memcmp(p, key, kl)) return k;
-    }
-    return NULL;
-}
-
 /* The dense feature `j` of each of the task's rows, in order, as integers. */
 static int task_dense_ints(const lm_dataset *ds, const lm_task *t, uint32_t j, int *out, int max)
 {

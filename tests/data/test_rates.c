@@ -138,19 +138,6 @@ static int prep(const char *dir, const char *schema_sq, const char *csv, const l
     return rc;
 }
 
-/* The task with key `key` (NUL-terminated). */
-static const lm_task *find_task(const lm_dataset *ds, const char *key)
-{
-    size_t kl = strlen(key);
-    for (uint64_t t = 0; t < lm_dataset_ntasks(ds); t++) {
-        const lm_task *k = lm_dataset_task(ds, t);
-        size_t len;
-        const char *p = lm_dataset_task_key(ds, k, &len);
-        if (len == kl && !memcmp(p, key, kl)) return k;
-    }
-    return NULL;
-}
-
 static void task_key(const lm_dataset *ds, const lm_task *k, char *buf, size_t cap)
 {
     size_t len;
