@@ -83,29 +83,37 @@ static void task_times(const lm_dataset *ds, const lm_task *t, int adapt_from, i
     }
 }
 
-/* One network's logits on every scored row, into z (by the positions pos), with labels and
- * slice flags; and per task the adaptation rows used, lag and age. An ensemble calls it per
- * member (evaluate.c's lm_evaluate averages the logits). */
-static int score_member(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, const uint64_t *pos,
-                        size_t maxrows, float *zout, float *label, uint8_t *flags, uint32_t *arows,
-                        double *lag, double *age, lm_err *err)
+/* The model's logits on every scored row, into zsum (by the positions pos), with labels and
+ * slice flags; and per task the adaptation rows used, lag and age. A task's rows are gathered
+ * once; an ensemble's members then adapt and score them one after another, their logits summed
+ * in member order (lm_evaluate divides by the count, as the server does). */
+static int score_tasks(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, const uint64_t *pos,
+                       size_t maxrows, float *zsum, float *label, uint8_t *flags, uint32_t *arows, double *lag,
+                       double *age, lm_err *err)
 {
-    const lm_net *net = &m->net;
+    size_t nm = lm_model_nmembers(m);
+    const lm_net *net = &lm_model_member(m, 0)->net; /* every member's shapes */
     uint64_t ntasks = lm_dataset_ntasks(ds);
     int rc = LM_OK;
     int whole = m->algo != LM_TRAIN_LIMAML; /* fine-tuning moves the whole network */
-    double alpha = o->task_lr > 0 ? o->task_lr : m->task_lr;
     int nthreads = o->threads > 0 ? o->threads : omp_get_max_threads();
     int fail = LM_OK;
     lm_err ferr = {0};
     /* LiMAML's embeddings come from lm_embed's engine where it serves (an MLP meta block), so
      * the scores here are the ones `limaml serve` gives from a store `limaml embed` wrote with
-     * the same adaptation, bit for bit, and faster than the per-task reference; the plan
-     * (the packed weights) is shared by the threads, each has its own workspace. */
-    lm_meta_embed_plan *plan = NULL;
-    if (!whole && o->adapt_steps > 0 && lm_meta_embed_supported(net, NULL) == LM_OK) {
-        rc = lm_meta_embed_plan_alloc(&plan, net, m->theta_m, m->theta_g, LM_BATCH_KERNEL_AUTO, err);
-        if (rc) return rc;
+     * the same adaptation, bit for bit, and faster than the per-task reference; a member's plan
+     * (its packed weights) is shared by the threads, each has its own workspace. */
+    lm_meta_embed_plan **plan = calloc(nm, sizeof *plan);
+    if (!plan) return lm_err_set(err, LM_ENOMEM, "out of memory");
+    int fast = !whole && o->adapt_steps > 0 && lm_meta_embed_supported(net, NULL) == LM_OK;
+    for (size_t i = 0; fast && !rc && i < nm; i++) {
+        const lm_model *mi = lm_model_member(m, i);
+        rc = lm_meta_embed_plan_alloc(&plan[i], net, mi->theta_m, mi->theta_g, LM_BATCH_KERNEL_AUTO, err);
+    }
+    if (rc) {
+        for (size_t i = 0; i < nm; i++) lm_meta_embed_plan_free(plan[i]);
+        free(plan);
+        return rc;
     }
 #pragma omp parallel num_threads(nthreads)
     {
@@ -122,7 +130,7 @@ static int score_member(const lm_model *m, const lm_dataset *ds, const lm_eval_o
                     ? lm_err_set(&e, LM_ENOMEM, "out of memory")
                     : LM_OK;
         if (!r) r = lm_meta_ws_alloc_f32(&ws, net, maxrows, 1, whole, &e);
-        if (!r && plan) r = lm_meta_embed_ws_alloc(&ews, net, maxrows, &e);
+        if (!r && fast) r = lm_meta_embed_ws_alloc(&ews, net, maxrows, &e);
         if (!r) r = lm_rows_alloc_f32(&ad, net->nmeta, net->ndense, net->ncat, maxrows, &e);
         if (!r) r = lm_rows_alloc_f32(&sc, net->nmeta, net->ndense, net->ncat, maxrows, &e);
 #pragma omp for schedule(dynamic, 16)
@@ -131,13 +139,8 @@ static int score_member(const lm_model *m, const lm_dataset *ds, const lm_eval_o
             const lm_task *k = lm_dataset_task(ds, t);
             size_t klen;
             const char *key = lm_dataset_task_key(ds, k, &klen);
-            size_t off = net->cfg.meta_kind == LM_NET_META_ID
-                             ? lm_net_meta_slice(net, lm_model_id_row(m, key, klen))
-                             : 0;
-            memcpy(tm, m->theta_m + off, net->meta_task_np * sizeof(float));
-            const float *g = m->theta_g;
             gather(&sc, ds, k, o->adapt_from, o->score_split, 1, 0, INFINITY, NULL);
-            int have_emb = 0;
+            ad.n = 0;
             if (o->adapt_steps > 0) {
                 double avail, first, used;
                 task_times(ds, k, o->adapt_from, o->score_split, &avail, &first);
@@ -147,33 +150,43 @@ static int score_member(const lm_model *m, const lm_dataset *ds, const lm_eval_o
                     arows[t] = (uint32_t)ad.n;
                     lag[t] = avail - used;
                     age[t] = first - used;
-                    if (whole) {
-                        memcpy(tg, m->theta_g, net->global_np * sizeof(float));
-                        lm_meta_adapt_f32(net, &ws, m->algo == LM_TRAIN_MAML ? LM_ALGO_MAML : LM_ALGO_PLAIN,
-                                          o->adapt_steps, alpha, tm, tg, &ad, tm, tg, LM_DROPOUT_OFF, NULL);
-                        g = tg;
-                    } else {
-                        /* served: the embedding of the latest adaptation example (or pooled
-                         * over them all, as asked); Algorithm 2b's computation */
-                        if (plan)
-                            lm_meta_embed_f32(plan, ews, &ad, o->adapt_steps, alpha, o->pool, emb);
-                        else
-                            lm_meta_task_embedding(net, &ws, tm, m->theta_g, &ad, o->adapt_steps, alpha,
-                                                   o->pool, pooled, emb);
-                        have_emb = 1;
-                    }
                 }
             }
-            if (have_emb)
-                lm_net_predict_emb_f32(net, &ws, emb, g, &sc, z);
-            else
-                lm_net_predict_f32(net, &ws, tm, g, &sc, z);
+            float *zt = zsum + pos[t];
+            for (size_t i = 0; i < nm; i++) {
+                const lm_model *mi = lm_model_member(m, i);
+                double alpha = o->task_lr > 0 ? o->task_lr : mi->task_lr;
+                size_t off = net->cfg.meta_kind == LM_NET_META_ID
+                                 ? lm_net_meta_slice(net, lm_model_id_row(mi, key, klen))
+                                 : 0;
+                memcpy(tm, mi->theta_m + off, net->meta_task_np * sizeof(float));
+                const float *g = mi->theta_g;
+                int have_emb = 0;
+                if (ad.n > 0 && whole) {
+                    memcpy(tg, mi->theta_g, net->global_np * sizeof(float));
+                    lm_meta_adapt_f32(net, &ws, mi->algo == LM_TRAIN_MAML ? LM_ALGO_MAML : LM_ALGO_PLAIN,
+                                      o->adapt_steps, alpha, tm, tg, &ad, tm, tg, LM_DROPOUT_OFF, NULL);
+                    g = tg;
+                } else if (ad.n > 0) {
+                    /* served: the embedding of the latest adaptation example (or pooled over
+                     * them all, as asked); Algorithm 2b's computation */
+                    if (fast)
+                        lm_meta_embed_f32(plan[i], ews, &ad, o->adapt_steps, alpha, o->pool, emb);
+                    else
+                        lm_meta_task_embedding(net, &ws, tm, mi->theta_g, &ad, o->adapt_steps, alpha, o->pool,
+                                               pooled, emb);
+                    have_emb = 1;
+                }
+                if (have_emb)
+                    lm_net_predict_emb_f32(net, &ws, emb, g, &sc, z);
+                else
+                    lm_net_predict_f32(net, &ws, tm, g, &sc, z);
+                for (size_t j = 0; j < sc.n; j++) zt[j] = i ? zt[j] + z[j] : z[j];
+            }
             uint8_t fl = (uint8_t)((sc.n < 25 ? 1 : 0) | (k->is_new ? 2 : 0));
-            for (size_t i = 0; i < sc.n; i++) {
-                uint64_t p = pos[t] + i;
-                zout[p] = z[i];
-                label[p] = sc.label[i];
-                flags[p] = fl;
+            for (size_t j = 0; j < sc.n; j++) {
+                label[pos[t] + j] = sc.label[j];
+                flags[pos[t] + j] = fl;
             }
         }
 #pragma omp critical
@@ -187,7 +200,8 @@ static int score_member(const lm_model *m, const lm_dataset *ds, const lm_eval_o
         lm_rows_free_f32(&sc);
         free(tm), free(tg), free(z), free(emb), free(pooled);
     }
-    lm_meta_embed_plan_free(plan);
+    for (size_t i = 0; i < nm; i++) lm_meta_embed_plan_free(plan[i]);
+    free(plan);
     if (fail && err) *err = ferr;
     return fail;
 }
@@ -239,15 +253,7 @@ int lm_evaluate(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, 
     }
     /* an ensemble's logit is the mean of its members' (each adapted and embedded on its own) */
     size_t nm = lm_model_nmembers(m);
-    float *zm = nm > 1 ? malloc((N + 1) * sizeof *zm) : NULL;
-    if (nm > 1 && !zm) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
-    for (size_t i = 0; !rc && i < nm; i++) {
-        rc = score_member(lm_model_member(m, i), ds, o, pos, maxrows, i ? zm : score, label, flags, arows,
-                          lag, age, err);
-        if (!rc && i)
-            for (uint64_t p = 0; p < N; p++) score[p] += zm[p];
-    }
-    free(zm);
+    rc = score_tasks(m, ds, o, pos, maxrows, score, label, flags, arows, lag, age, err);
     if (rc) {
         free(pos), free(score), free(label), free(flags), free(arows), free(lag), free(age);
         return rc;
