@@ -88,8 +88,8 @@ static void task_times(const lm_dataset *ds, const lm_task *t, int adapt_from, i
  * once; an ensemble's members then adapt and score them one after another, their logits summed
  * in member order (lm_evaluate divides by the count, as the server does). */
 static int score_tasks(const lm_model *m, const lm_dataset *ds, const lm_eval_opts *o, const uint64_t *pos,
-                       size_t maxrows, float *zsum, float *label, uint8_t *flags, uint32_t *arows, double *lag,
-                       double *age, lm_err *err)
+                       size_t maxrows, float *zsum, float *label, uint8_t *flags, uint32_t *arows,
+                       double *lag, double *age, lm_err *err)
 {
     size_t nm = lm_model_nmembers(m);
     const lm_net *net = &lm_model_member(m, 0)->net; /* every member's shapes */

@@ -460,20 +460,25 @@ static int test_one(lm_xp *x, const lm_dataset *ds, lm_xp_arm *a, const lm_model
     return rc;
 }
 
-/* The ensemble rows of reported seed s: members j = 0..M-1 train with seed j S + s + 1 (so the
- * groups of seeds are disjoint, and member 0 is the rates row's own model, retrained: same
- * options and seed, the same model bit for bit) as the rates row, and each is refit on train +
+/* The ensemble rows of reported seed s: member 0 is the rates row's model of that seed and its
+ * refit (first[0], first[1], taken over here); members j = 1..M-1 train with seed j S + s + 1
+ * (so the groups of seeds are disjoint) as the rates row, and each is refit on train +
  * validation for its own best epoch; each ensemble scores the test parts as its row's single
  * model does. Training time: the members' summed. */
-static int ensembles(lm_xp *x, lm_dataset *const *dsv, uint32_t s, lm_err *err)
+static int ensembles(lm_xp *x, lm_dataset *const *dsv, uint32_t s, lm_model **first, lm_err *err)
 {
     uint32_t M = x->o->ensemble, S = x->o->seeds;
     lm_xp_arm *ar = &x->arm[LM_XP_LIMAML_RATES_ENS], *af = &x->arm[LM_XP_LIMAML_REFIT_ENS];
+    const lm_xp_arm *sr = &x->arm[LM_XP_LIMAML_RATES], *sf = &x->arm[LM_XP_LIMAML_REFIT];
     int refit = af->enabled;
     lm_model **mr = calloc(M, sizeof *mr), **mf = calloc(M, sizeof *mf), *er = NULL, *ef = NULL;
     int rc = mr && mf ? LM_OK : lm_err_set(err, LM_ENOMEM, "out of memory");
-    double cr = 0, cf = 0;
-    for (uint32_t j = 0; !rc && j < M; j++) {
+    double cr = sr->train_cpu[s], cf = sf->train_cpu[s];
+    if (!rc) {
+        mr[0] = first[0], mf[0] = first[1], first[0] = first[1] = NULL;
+        ar->rep[s] = sr->rep[s], af->rep[s] = sf->rep[s];
+    }
+    for (uint32_t j = 1; !rc && j < M; j++) {
         uint64_t seed = (uint64_t)j * S + s + 1;
         char *log = lm_xp_path(x->tmp_dir, "logs/%s-seed%u-member%u.jsonl", ar->key, s + 1, j + 1);
         lm_train_report rr, rf;
@@ -482,7 +487,6 @@ static int ensembles(lm_xp *x, lm_dataset *const *dsv, uint32_t s, lm_err *err)
                  : lm_err_set(err, LM_ENOMEM, "out of memory");
         cr += lm_xp_cpu_seconds() - c1;
         free(log);
-        if (!rc && j == 0) ar->rep[s] = rr, ar->rep[s].seconds = 0;
         if (!rc) ar->rep[s].seconds += rr.seconds;
         if (rc || !refit) continue;
         log = lm_xp_path(x->tmp_dir, "logs/%s-seed%u-member%u.jsonl", af->key, s + 1, j + 1);
@@ -491,7 +495,6 @@ static int ensembles(lm_xp *x, lm_dataset *const *dsv, uint32_t s, lm_err *err)
                  : lm_err_set(err, LM_ENOMEM, "out of memory");
         cf += lm_xp_cpu_seconds() - c1;
         free(log);
-        if (!rc && j == 0) af->rep[s] = rf, af->rep[s].seconds = 0;
         if (!rc) af->rep[s].seconds += rf.seconds;
     }
     ar->train_cpu[s] = cr, af->train_cpu[s] = cf;
@@ -740,18 +743,23 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
     lm_model **limaml = calloc(LM_XP_MAX_SEEDS, sizeof *limaml);
     if (!rc && !limaml) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
     int keep = (o->tables & LM_XP_TABLES_SWEEP) != 0;
+    /* the rates row's model of the seed and its refit, kept for the ensembles' member 0 */
+    int ens = x->arm[LM_XP_LIMAML_RATES_ENS].enabled;
+    lm_model *first[2] = {NULL, NULL};
     for (uint32_t s = 0; !rc && s < o->seeds; s++)
         for (int i = 0; !rc && i < LM_XP_NARMS; i++) {
             lm_xp_arm *a = &x->arm[i];
             if (!a->enabled || i == LM_XP_LIMAML_REFIT_ENS) continue; /* made with the rates one */
             if (i == LM_XP_LIMAML_RATES_ENS) {
-                rc = ensembles(x, dsv, s, err);
+                rc = ensembles(x, dsv, s, first, err);
                 continue;
             }
             if (s == 0 && i != LM_XP_LIMAML_REFIT) {
                 rc = test_one(x, dsv[a->data], a, seed1[i], 0, err);
                 if (keep && i == LM_XP_LIMAML)
                     limaml[0] = seed1[i];
+                else if (ens && i == LM_XP_LIMAML_RATES)
+                    first[0] = seed1[i];
                 else
                     lm_model_free(seed1[i]);
                 seed1[i] = NULL;
@@ -773,9 +781,12 @@ int lm_experiment_run(const lm_experiment_opts *o, lm_experiment_summary *sum, l
             if (!rc) rc = test_one(x, dsv[a->data], a, m, s, err);
             if (!rc && keep && i == LM_XP_LIMAML)
                 limaml[s] = m;
+            else if (ens && (i == LM_XP_LIMAML_RATES || i == LM_XP_LIMAML_REFIT))
+                first[i == LM_XP_LIMAML_REFIT] = m;
             else
                 lm_model_free(m);
         }
+    lm_model_free(first[0]), lm_model_free(first[1]); /* left by a failure */
     for (int i = 0; i < LM_XP_NARMS; i++) lm_model_free(seed1[i]);
 
     /* stage 4: the tables around the chosen configuration */
