@@ -400,6 +400,8 @@ typedef struct lm_train_opts {
     double id_default_frac;     /* id meta block: fraction of tasks trained through the
                                 * shared default row (what unseen tasks get) */
     const char *log_path;       /* per-epoch JSON lines, or NULL */
+    uint32_t log_member;        /* > 0: an ensemble member's number: the log is appended to and
+                                 * each line starts with "member": N (limaml train --members) */
     const char *checkpoint;     /* checkpoint file, written at each epoch end, or NULL */
     int resume;                 /* continue from `checkpoint` */
     uint32_t stop_after_epochs; /* end this run after so many epochs (the schedule still spans

@@ -48,52 +48,23 @@ static void on_progress(void *ctx, const lm_train_progress *p)
 
 /* --members M: M networks with seeds S, S+1, .., each trained as the single one would be, then
  * one ensemble model (lm_model_ensemble). A --log file gets the members' lines in turn, each
- * with "member": i (1-based) added, so one file tells them apart. */
+ * with "member": i (1-based), so one file tells them apart. */
 static int train_members(const lm_dataset *ds, const lm_train_opts *base, size_t M, const char *out,
                          const char *algo, lm_err *err)
 {
     lm_model **mem = calloc(M, sizeof *mem), *e = NULL;
-    char *logs = NULL;
     int rc = mem ? LM_OK : lm_err_set(err, LM_ENOMEM, "out of memory");
-    char tmp[4200];
+    if (!rc && base->log_path) rc = lm_write_file_atomic(base->log_path, "", 0, err); /* members append */
     for (size_t i = 0; !rc && i < M; i++) {
         lm_train_opts o = *base;
         o.seed = base->seed + i;
-        if (base->log_path) {
-            snprintf(tmp, sizeof tmp, "%s.member%zu", base->log_path, i + 1);
-            o.log_path = tmp;
-        }
+        o.log_member = (uint32_t)(i + 1);
         lm_train_report rep;
-        rc = lm_train(ds, &o, &mem[i], &rep, err);
-        if (rc) break;
+        if ((rc = lm_train(ds, &o, &mem[i], &rep, err))) break;
         printf("train: member %zu of %zu (seed %llu): %u epochs (best %u: val AUC %.4f), %.1f s\n", i + 1, M,
                (unsigned long long)o.seed, rep.epochs_run, rep.best_epoch, rep.best_val_auc, rep.seconds);
         fflush(stdout);
-        if (base->log_path) { /* append its lines to the one log, tagged, then drop its own */
-            char *data = NULL;
-            size_t len = 0;
-            if ((rc = lm_read_file(tmp, &data, &len, err))) break;
-            size_t lines = 1, have = logs ? strlen(logs) : 0;
-            for (size_t k = 0; k < len; k++) lines += data[k] == '\n';
-            size_t cap = have + len + lines * 32 + 1; /* each line: '{' becomes {"member":N, */
-            char *grown = realloc(logs, cap);
-            if (!grown) {
-                free(data);
-                rc = lm_err_set(err, LM_ENOMEM, "out of memory");
-                break;
-            }
-            logs = grown;
-            logs[have] = 0;
-            char *save = NULL;
-            for (char *l = strtok_r(data, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-                if (*l == '{')
-                    have += (size_t)snprintf(logs + have, cap - have, "{\"member\":%zu,%s\n", i + 1, l + 1);
-            free(data);
-            unlink(tmp);
-        }
     }
-    if (!rc && base->log_path)
-        rc = lm_write_file_atomic(base->log_path, logs ? logs : "", logs ? strlen(logs) : 0, err);
     if (!rc && (rc = lm_model_ensemble(&e, mem, M, err)) == LM_OK) memset(mem, 0, M * sizeof *mem);
     if (!rc) rc = lm_model_save(e, out, err);
     if (!rc)
@@ -102,7 +73,7 @@ static int train_members(const lm_dataset *ds, const lm_train_opts *base, size_t
             out, M, algo, (unsigned long long)base->seed, (unsigned long long)(base->seed + M - 1),
             lm_model_emb_dim(e));
     for (size_t i = 0; mem && i < M; i++) lm_model_free(mem[i]);
-    free(mem), free(logs);
+    free(mem);
     lm_model_free(e);
     return rc;
 }

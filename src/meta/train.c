@@ -385,7 +385,7 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *opts, lm_model **out, lm
     if (!rc && !order) rc = lm_err_set(err, LM_ENOMEM, "out of memory");
     FILE *log = NULL;
     if (!rc && o->log_path) {
-        log = fopen(o->log_path, s.epoch > 0 ? "a" : "w");
+        log = fopen(o->log_path, s.epoch > 0 || o->log_member ? "a" : "w");
         if (!log) rc = lm_err_errno(err, LM_EIO, "%s: cannot write the training log", o->log_path);
     }
     lm_eval_opts eo;
@@ -548,12 +548,13 @@ int lm_train(const lm_dataset *ds, const lm_train_opts *opts, lm_model **out, lm
             s.bad_epochs++;
         }
         if (log) {
-            char auc[40], loss[40];
+            char auc[40], loss[40], member[32] = "";
+            if (o->log_member) snprintf(member, sizeof member, "\"member\":%u,", o->log_member);
             fprintf(
                 log,
-                "{\"epoch\":%u,\"train_loss\":%.6f,\"val_auc\":%s,\"val_logloss\":%s,\"lr\":%.6g,"
+                "{%s\"epoch\":%u,\"train_loss\":%.6f,\"val_auc\":%s,\"val_logloss\":%s,\"lr\":%.6g,"
                 "\"seconds\":%.3f,\"tasks_per_s\":%.1f,\"best\":%s}\n",
-                ep + 1, ep_loss / (double)(ep_tasks ? ep_tasks : 1),
+                member, ep + 1, ep_loss / (double)(ep_tasks ? ep_tasks : 1),
                 json_num(auc, sizeof auc, "%.6f", vr.auc), json_num(loss, sizeof loss, "%.6f", vr.logloss),
                 lm_lr_at(base_lr, s.adam.step ? s.adam.step - 1 : 0, total_updates, o->warmup, o->decay, 0.0),
                 ep_secs, (double)ep_tasks / (ep_secs > 0 ? ep_secs : 1e-9), improved ? "true" : "false");
