@@ -6,7 +6,7 @@
  * partition's task order and its sort buffer (16 bytes a task each), a 1 MB sample of keys, two
  * chunks of vectors and one workspace per thread, whatever the number of tasks. An ensemble
  * stores per task its members' embeddings end to end, each computed as for that member alone
- * (a workspace per member and thread; n members cost n times the computing). */
+ * (the members take turns with the thread's workspace; n members cost n times the computing). */
 #include "meta/batch_embed.h"
 #include "meta/model.h"
 
@@ -187,39 +187,38 @@ static size_t choose_splitters(const lm_dataset *ds, size_t cap, keyrec *split, 
  * (16 K rows: 4 MB per thread for the default net); larger tasks recompute it, same bits. */
 #define EMBED_KEEP_ROWS 16384
 
-/* One network's engine in one thread: a single model is its own one member; an ensemble has
- * one per member, each with the member's plan, workspace, steps and rate, so a member's part of
- * the vector is what lm_embed computes for that member alone (and lm_adapt_task's). */
+/* One network of the model: a single model is its own one member; an ensemble has one per
+ * member, each with its plan, steps and rate, so a member's part of the vector is what lm_embed
+ * computes for that member alone (and lm_adapt_task's). */
 typedef struct member_embedder {
     const lm_model *m;
     const lm_meta_embed_plan *plan; /* NULL: the reference */
-    lm_meta_embed_ws *ews;
-    lm_meta_ws_f32 rws;
-    float *tm, *scratch;
     uint32_t steps;
     double alpha;
 } member_embedder;
 
+/* One thread's engine: the members, and one set of scratch they take turns with (a workspace
+ * serves every plan of the net's shape, which the members share). */
 typedef struct task_embedder {
     size_t nm;
     member_embedder *mem; /* (nm) */
-    lm_rows_f32 r;        /* the task's rows, read by every member */
+    lm_meta_embed_ws *ews;
+    lm_meta_ws_f32 rws;
+    float *tm, *scratch;
+    lm_rows_f32 r; /* the task's rows, read by every member */
 } task_embedder;
 
 static void embedder_free(task_embedder *te)
 {
-    for (size_t i = 0; te->mem && i < te->nm; i++) {
-        member_embedder *me = &te->mem[i];
-        lm_meta_embed_ws_free(me->ews);
-        lm_meta_ws_free_f32(&me->rws);
-        free(me->tm), free(me->scratch);
-    }
+    lm_meta_embed_ws_free(te->ews);
+    lm_meta_ws_free_f32(&te->rws);
+    free(te->tm), free(te->scratch);
     free(te->mem);
     lm_rows_free_f32(&te->r);
     memset(te, 0, sizeof *te);
 }
 
-/* plans: (lm_model_nmembers(m)) member i's plan, NULL for the reference. */
+/* plans: (lm_model_nmembers(m)) member i's plan, or NULL for the reference (all or none). */
 static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_embed_plan *const *plans,
                          const lm_embed_opts *o, size_t maxrows, lm_err *err)
 {
@@ -234,15 +233,14 @@ static int embedder_init(task_embedder *te, const lm_model *m, const lm_meta_emb
         me->m = lm_model_member(m, i), me->plan = plans[i];
         me->steps = o->steps == UINT32_MAX ? me->m->inner_steps : o->steps;
         me->alpha = o->task_lr > 0 ? o->task_lr : me->m->task_lr;
-        const lm_net *mn = &me->m->net;
-        if (me->plan)
-            rc = lm_meta_embed_ws_alloc(&me->ews, mn, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
-        if (!rc && !me->plan) {
-            me->tm = malloc((mn->meta_task_np + 1) * sizeof(float));
-            me->scratch = malloc((maxrows * mn->E + 1) * sizeof(float));
-            rc = !me->tm || !me->scratch ? lm_err_set(err, LM_ENOMEM, "out of memory")
-                                         : lm_meta_ws_alloc_f32(&me->rws, mn, maxrows, 1, 0, err);
-        }
+    }
+    if (!rc && plans[0])
+        rc = lm_meta_embed_ws_alloc(&te->ews, net, LM_MIN(maxrows, (size_t)EMBED_KEEP_ROWS), err);
+    if (!rc && !plans[0]) {
+        te->tm = malloc((net->meta_task_np + 1) * sizeof(float));
+        te->scratch = malloc((maxrows * net->E + 1) * sizeof(float));
+        rc = !te->tm || !te->scratch ? lm_err_set(err, LM_ENOMEM, "out of memory")
+                                     : lm_meta_ws_alloc_f32(&te->rws, net, maxrows, 1, 0, err);
     }
     if (rc) embedder_free(te);
     return rc;
@@ -255,14 +253,14 @@ static void embedder_run(task_embedder *te, const char *key, size_t klen, int po
         member_embedder *me = &te->mem[i];
         const lm_net *net = &me->m->net;
         if (me->plan) {
-            lm_meta_embed_f32(me->plan, me->ews, &te->r, me->steps, me->alpha, pool, out);
+            lm_meta_embed_f32(me->plan, te->ews, &te->r, me->steps, me->alpha, pool, out);
         } else {
             size_t off = net->cfg.meta_kind == LM_NET_META_ID
                              ? lm_net_meta_slice(net, lm_model_id_row(me->m, key, klen))
                              : 0;
-            memcpy(me->tm, me->m->theta_m + off, net->meta_task_np * sizeof(float));
-            lm_meta_task_embedding(net, &me->rws, me->tm, me->m->theta_g, &te->r, me->steps, me->alpha, pool,
-                                   me->scratch, out);
+            memcpy(te->tm, me->m->theta_m + off, net->meta_task_np * sizeof(float));
+            lm_meta_task_embedding(net, &te->rws, te->tm, me->m->theta_g, &te->r, me->steps, me->alpha, pool,
+                                   te->scratch, out);
         }
         out += net->E;
     }
