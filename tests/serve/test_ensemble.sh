@@ -81,22 +81,7 @@ check "/v1/embedding: dim 2 x E, the stored vector" test "$a" = "$((2 * E1)) $((
 # ---- cold start: the members' unadapted meta blocks end to end ---------------------------------
 # A store written with 0 steps holds each member's unadapted meta block on the task's latest row,
 # end to end: a known task scored from it equals the same request for an unknown task.
-"$BIN" embed --model "$TMP/e.st" --data "$TMP/ds" --store "lmdb://$TMP/store0" --version s0 --steps 0 --quiet >/dev/null
-python3 - "$TMP/req.jsonl" >"$TMP/cold.jsonl" <<'EOF'
-import json, sys
-for i, l in enumerate(open(sys.argv[1])):
-    if i % 5 == 0 or i > 60: continue
-    r = json.loads(l); print(json.dumps(r)); r["task"] = {"user_id": "unknown-%d" % i}; print(json.dumps(r))
-EOF
-"$BIN" score --model "$TMP/e.st" --store "lmdb://$TMP/store0" --in "$TMP/cold.jsonl" --out "$TMP/cold_rep.jsonl" --quiet
-check "an unseen task: the cold path, equal to the members' 0-step embeddings end to end (1e-6)" python3 -c "
-import json, sys
-l = [json.loads(x) for x in open('$TMP/cold_rep.jsonl')]
-pairs = list(zip(l[0::2], l[1::2]))
-ok = all(a['cold_start'] is False and b['cold_start'] is True and b['cold_start_reason'] == 'no_embedding'
-         and len(a['scores']) == len(b['scores']) and all(abs(x - y) <= 1e-6 for x, y in zip(a['scores'], b['scores']))
-         for a, b in pairs)
-sys.exit(0 if ok and len(pairs) >= 40 else 1)"
+check_cold_start "an unseen task: the cold path, equal to the members' 0-step embeddings end to end (1e-6)" "$TMP/e.st"
 
 # ---- reloads --------------------------------------------------------------------------------------
 cp "$TMP/e_swapped.st" "$TMP/served.st.new" && mv "$TMP/served.st.new" "$TMP/served.st"

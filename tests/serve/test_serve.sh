@@ -81,22 +81,7 @@ check "  ... and with --keep-going, the error reply as that line" bash -c \
 # adaptation steps holds that for each task's latest example, so a known task scored from it
 # must equal the same request for an unknown task (which takes the cold path), to the rounding
 # of `limaml embed`'s own (batched) engine.
-"$BIN" embed --model "$TMP/m1.st" --data "$TMP/ds" --store "lmdb://$TMP/store0" --version s0 --steps 0 --quiet >/dev/null
-python3 - "$TMP/req.jsonl" >"$TMP/cold.jsonl" <<'EOF'
-import json, sys
-for i, l in enumerate(open(sys.argv[1])):
-    if i % 5 == 0 or i > 60: continue
-    r = json.loads(l); print(json.dumps(r)); r["task"] = {"user_id": "unknown-%d" % i}; print(json.dumps(r))
-EOF
-"$BIN" score --model "$TMP/m1.st" --store "lmdb://$TMP/store0" --in "$TMP/cold.jsonl" --out "$TMP/cold_rep.jsonl" --quiet
-check "cold start: scores equal the unadapted meta block's (0-step embeddings) within 1e-6" python3 -c "
-import json, sys
-l = [json.loads(x) for x in open('$TMP/cold_rep.jsonl')]
-pairs = list(zip(l[0::2], l[1::2]))
-ok = all(a['cold_start'] is False and b['cold_start'] is True and b['cold_start_reason'] == 'no_embedding'
-         and len(a['scores']) == len(b['scores']) and all(abs(x - y) <= 1e-6 for x, y in zip(a['scores'], b['scores']))
-         for a, b in pairs)
-sys.exit(0 if ok and len(pairs) >= 40 else 1)"
+check_cold_start "cold start: scores equal the unadapted meta block's (0-step embeddings) within 1e-6" "$TMP/m1.st"
 
 # ---- the server: same bytes as limaml score --------------------------------------------------
 start_server A --model "$TMP/served.st" --store "$L" --threads 2
