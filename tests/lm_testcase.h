@@ -1,7 +1,7 @@
 /* lm_testcase.h: the case harness of the data tests: a case passes when none of its CHECKs
  * failed (begin/end count cases, not checks), plus small helpers they share: a path exists,
  * JSON written with single quotes, a message holding '|'-separated phrases, a growing text
- * buffer, a task by its key. Each test program includes it once (static definitions). */
+ * buffer, a task by its key, the MovieLens folder. Each test program includes it once (static definitions). */
 #ifndef LM_TESTS_TESTCASE_H
 #define LM_TESTS_TESTCASE_H
 
@@ -100,6 +100,20 @@ static const lm_task *find_task(const lm_dataset *ds, const char *key)
 {
     uint64_t t;
     return lm_dataset_find_task(ds, key, strlen(key), &t) == LM_OK ? lm_dataset_task(ds, t) : NULL;
+}
+
+/* The MovieLens-100K folder under LM_SHARED (malloc'd), or NULL after printing why the case
+ * is skipped. */
+static char *movielens_folder(const char *shared)
+{
+    char *ml = shared ? lm_path_join(shared, "data/ml-100k") : NULL;
+    char *udata = ml ? lm_path_join(ml, "u.data") : NULL;
+    int there = udata && exists(udata);
+    free(udata);
+    if (there) return ml;
+    printf("skip: MovieLens-100K (no LM_SHARED/data/ml-100k)\n");
+    free(ml);
+    return NULL;
 }
 
 static uint64_t lcg(uint64_t *s)

@@ -2178,13 +2178,8 @@ static int ml_load(const char *dir, ml_raw *m)
 
 static void test_movielens(const char *shared)
 {
-    char *ml = shared ? lm_path_join(shared, "data/ml-100k") : NULL;
-    char *udata = ml ? lm_path_join(ml, "u.data") : NULL;
-    if (!udata || !exists(udata)) {
-        printf("skip: MovieLens-100K (no LM_SHARED/data/ml-100k)\n");
-        free(ml), free(udata);
-        return;
-    }
+    char *ml = movielens_folder(shared);
+    if (!ml) return;
     begin("MovieLens-100K protocol dataset");
     ml_raw *m = calloc(1, sizeof *m);
     CHECK(ml_load(ml, m), "cannot read ml-100k (%zu ratings)", m->n);
@@ -2370,7 +2365,7 @@ static void test_movielens(const char *shared)
 
     free(m->r);
     free(m);
-    free(out), free(dir), free(ml), free(udata);
+    free(out), free(dir), free(ml);
 }
 
 /* ============================================================================================ */

@@ -732,13 +732,8 @@ static void test_refit(void)
 
 static void test_movielens(const char *shared)
 {
-    char *ml = shared ? lm_path_join(shared, "data/ml-100k") : NULL;
-    char *udata = ml ? lm_path_join(ml, "u.data") : NULL;
-    if (!udata || !exists(udata)) {
-        printf("skip: MovieLens-100K (no LM_SHARED/data/ml-100k)\n");
-        free(ml), free(udata);
-        return;
-    }
+    char *ml = movielens_folder(shared);
+    if (!ml) return;
     begin("MovieLens-100K: item rates with refit");
     char *dir = case_dir("movielens"), *out1 = lm_path_join(dir, "plain"), *out2 = lm_path_join(dir, "rates");
     lm_prepare_summary s1, s2;
@@ -789,7 +784,7 @@ static void test_movielens(const char *shared)
     }
     lm_dataset_close(a);
     lm_dataset_close(b);
-    free(out1), free(out2), free(dir), free(ml), free(udata);
+    free(out1), free(out2), free(dir), free(ml);
     end();
 }
 
